@@ -1,0 +1,230 @@
+"""Pure array operations and their backward passes, written once for NumPy and CuPy.
+
+Convention: ``f(x) -> y`` and ``f_backward(dy, ...) -> dx`` where ``dX`` is dloss/dX.
+Each backward takes whatever its forward already computed (``y`` for sigmoid,
+``x`` for relu) so that a model's cache holds no extra copies.
+
+All losses start from logits (pre-activations): ``softplus`` and ``log_softmax`` are
+written with a max-shift so that logits of +-1e4 give finite values and gradients.
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .backend import get_xp, scatter_add
+
+
+# ----------------------------------------------------------------------------- pointwise
+
+def sigmoid(x, out=None):
+    """sigmoid(x) = 1 / (1 + exp(-x)), accurate and finite for any x.  Shapes: x (...) -> (...)."""
+    xp = get_xp(x)
+    e = xp.abs(x)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)                                 # e = exp(-|x|) in (0, 1], never overflows
+    num = xp.where(x >= 0, 1.0, e)                   # x >= 0: 1/(1+e);  x < 0: e/(1+e)
+    e += 1.0
+    return xp.divide(num, e, out=out)
+
+
+def sigmoid_backward(dy, y):
+    """dx = dy * y * (1 - y), with y = sigmoid(x) from the forward pass."""
+    return dy * y * (1.0 - y)
+
+
+def relu(x):
+    """relu(x) = max(x, 0).  Shapes: x (...) -> (...)."""
+    xp = get_xp(x)
+    return xp.maximum(x, 0)
+
+
+def relu_backward(dy, x):
+    """dx = dy * 1[x > 0]; `x` is the forward input (or output: same sign pattern)."""
+    return dy * (x > 0)
+
+
+def softplus(x):
+    """softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), finite for any x."""
+    xp = get_xp(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def softplus_backward(dy, x):
+    """dx = dy * sigmoid(x)."""
+    return dy * sigmoid(x)
+
+
+def log_sigmoid(x):
+    """log sigmoid(x) = -softplus(-x); never log(sigmoid(x)), which is -inf for x << 0."""
+    return -softplus(-x)
+
+
+def log_sigmoid_backward(dy, x):
+    """dx = dy * sigmoid(-x) = dy * (1 - sigmoid(x))."""
+    return dy * sigmoid(-x)
+
+
+# ----------------------------------------------------------------------------- softmax
+
+def logsumexp(f, axis=-1, keepdims=False):
+    """log sum_k exp(f_k) along `axis`, shifted by the max so it never overflows."""
+    xp = get_xp(f)
+    m = f.max(axis=axis, keepdims=True)                          # per-row max
+    lse = m + xp.log(xp.exp(f - m).sum(axis=axis, keepdims=True))
+    return lse if keepdims else xp.squeeze(lse, axis=axis)
+
+
+def log_softmax(f, axis=-1):
+    """log softmax(f) = f - logsumexp(f).  Shapes: f (..., V) -> (..., V)."""
+    return f - logsumexp(f, axis=axis, keepdims=True)
+
+
+def log_softmax_backward(dlogp, logp, axis=-1):
+    """df = dlogp - softmax(f) * sum(dlogp), with logp = log_softmax(f) from the forward."""
+    xp = get_xp(logp)
+    return dlogp - xp.exp(logp) * dlogp.sum(axis=axis, keepdims=True)
+
+
+def check_targets(targets, num_classes, name="targets"):
+    """Raise ValueError unless `targets` are integers in [0, num_classes)."""
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise ValueError(f"{name} must be integer token ids, got dtype {targets.dtype}")
+    if targets.size:
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} contain id {bad}, out of range [0, {num_classes})")
+
+
+class SoftmaxCECache(NamedTuple):
+    probs: object       # (N, V) softmax(logits); the logits buffer itself when inplace=True
+    targets: object     # (N,) integer ids
+    weights: object     # (N,) mask / number of counted tokens
+
+
+def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
+    """Mean cross-entropy -log softmax(logits)[target] over the (unmasked) rows.
+
+    Shapes: logits (N, V), targets (N,) int, mask (N,) of 0/1 or None -> (scalar loss, cache).
+    No one-hot matrix is built: the target logit is a gather.  With ``inplace=True`` the
+    logits buffer is overwritten by the probabilities (no (N, V) temporary is kept), and
+    :func:`softmax_cross_entropy_backward` can then write dlogits into the same buffer.
+
+        loss = sum_n w_n * (logsumexp(f_n) - f_n[y_n]),  w_n = mask_n / sum(mask)
+    """
+    xp = get_xp(logits, targets)
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, V) and targets (N,), "
+                         f"got {logits.shape} and {targets.shape}")
+    check_targets(targets, logits.shape[1])
+    n = logits.shape[0]
+    rows = xp.arange(n)
+    m = logits.max(axis=1, keepdims=True)                        # (N, 1) row max
+    target_logit = logits[rows, targets] - m[:, 0]               # f[y] - max
+    probs = logits if inplace else logits.copy()
+    probs -= m                                                   # shift: max logit is 0
+    xp.exp(probs, out=probs)                                     # unnormalised softmax
+    z = probs.sum(axis=1)                                        # (N,) partition function
+    probs /= z[:, None]                                          # softmax
+    nll = xp.log(z) - target_logit                               # (N,) -log p(y_n)
+    if mask is None:
+        weights = xp.full(n, 1.0 / max(n, 1), dtype=logits.dtype)
+    else:
+        if mask.shape != (n,):
+            raise ValueError(f"mask must have shape ({n},), got {mask.shape}")
+        count = mask.sum()
+        weights = mask.astype(logits.dtype) / xp.maximum(count, 1)
+    loss = (weights * nll).sum()
+    return loss, SoftmaxCECache(probs, targets, weights)
+
+
+def softmax_cross_entropy_backward(dloss, cache, out=None):
+    """dlogits = dloss * w_n * (softmax(f_n) - onehot(y_n)).  Shape (N, V).
+
+    ``out=cache.probs`` reuses the forward's buffer (after an ``inplace=True`` forward).
+    """
+    xp = get_xp(cache.probs)
+    probs, targets, weights = cache
+    rows = xp.arange(probs.shape[0])
+    d = xp.multiply(probs, (dloss * weights)[:, None], out=out)   # w * softmax
+    d[rows, targets] -= dloss * weights                          # - w * onehot, a scatter
+    return d
+
+
+def token_log_prob(logits, targets):
+    """log softmax(logits)[target] per row.  Shapes: logits (N, V), targets (N,) -> (N,)."""
+    xp = get_xp(logits, targets)
+    check_targets(targets, logits.shape[-1])
+    return logits[xp.arange(logits.shape[0]), targets] - logsumexp(logits, axis=1)
+
+
+# ----------------------------------------------------------------------------- Bernoulli
+
+def check_binary(x, name="x"):
+    """Raise ValueError unless every entry of `x` is 0 or 1."""
+    xp = get_xp(x)
+    if x.size and not bool(xp.all((x == 0) | (x == 1))):
+        raise ValueError(f"{name} must be binary (values in {{0, 1}}); found other values")
+
+
+def bernoulli_nll(logits, x):
+    """-log Bern(x; sigmoid(a)) = softplus(a) - x a, elementwise.  Shapes: (...) -> (...)."""
+    return softplus(logits) - x * logits
+
+
+def bernoulli_nll_backward(dnll, logits, x):
+    """da = dnll * (sigmoid(a) - x)."""
+    return dnll * (sigmoid(logits) - x)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+def embedding(E, ids):
+    """Row gather: E[ids].  Shapes: E (V, K), ids (...) int -> (..., K).  No one-hot."""
+    return E[ids]
+
+
+def embedding_backward(dy, ids, num_embeddings=None, out=None):
+    """dE = scatter-add of dy rows into the rows named by ids (repeated ids accumulate).
+
+    Shapes: dy (..., K), ids (...) -> dE (V, K).  With ``out`` (a (V, K) array, possibly
+    a transposed view of a parameter's gradient) the rows are added into it.
+    """
+    xp = get_xp(dy)
+    k = dy.shape[-1]
+    if out is None:
+        out = xp.zeros((num_embeddings, k), dtype=dy.dtype)
+    scatter_add(out, ids.reshape(-1), dy.reshape(-1, k))
+    return out
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def dropout_mask(shape, p, rng, like):
+    """Inverted-dropout mask: 0 with probability p, else 1/(1-p).  Drawn on the host from
+    the NumPy Generator `rng` (so a seed gives the same mask on every device), then moved
+    to the device and dtype of array `like`."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    keep = rng.random(shape) >= p
+    xp = get_xp(like)
+    return xp.asarray(keep / (1.0 - p), dtype=like.dtype)
+
+
+def dropout(x, p, rng=None, mask=None):
+    """Inverted dropout: y = x * mask.  Pass `mask` to replay a fixed mask (gradient checks).
+
+    Returns (y, mask); mask is None (and y is x) when p == 0 and no mask is given.
+    """
+    if mask is None:
+        if p == 0:
+            return x, None
+        mask = dropout_mask(x.shape, p, rng, x)
+    if mask.shape != x.shape:
+        raise ValueError(f"dropout mask shape {mask.shape} != input shape {x.shape}")
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """dx = dy * mask (or dy when no mask was used)."""
+    return dy if mask is None else dy * mask
