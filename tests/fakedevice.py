@@ -64,11 +64,14 @@ class DeviceArray(NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         args = _unwrap(inputs)
-        if "out" in kwargs:
-            kwargs["out"] = _unwrap(kwargs["out"])
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = _unwrap(out)
         if "where" in kwargs:
             kwargs["where"] = _unwrap(kwargs["where"])
         result = getattr(ufunc, method)(*args, **kwargs)
+        if out is not None:  # like CuPy, `a += b` and out= give back the very same array objects
+            return out[0] if len(out) == 1 else out
         return _wrap(result)
 
     def __array_function__(self, func, types, args, kwargs):

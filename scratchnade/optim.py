@@ -1,0 +1,300 @@
+"""First-order optimizers: SGD, Nesterov momentum (NAG) and Adam, updating arrays in place.
+
+The lecture's update, with g = dloss/dw (we minimise the loss, i.e. ascend log p):
+
+    w <- w - lr * g
+
+Each rule is first a pure per-array function a student could be asked to write
+(:func:`sgd_update`, :func:`nesterov_update`, :func:`adam_update`), then a small class
+that applies it to a ``dict`` of parameters.  Every class offers
+
+- ``step(params, grads)``: updates the arrays of `params` in place (device arrays stay on
+  their device), after checking that grads match params and contain no NaN/inf;
+- classic (coupled) L2 weight decay: g <- g + weight_decay * w, i.e. the gradient of
+  loss + weight_decay/2 * ||w||^2 (for Adam this is L2, not AdamW's decoupled decay);
+- global gradient-norm clipping (``clip=max_norm``, see :func:`clip_grad_norm`), which
+  scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does;
+- ``lr``: a plain attribute, so a schedule can change it between steps;
+- ``state_dict()`` / ``load_state_dict(d)`` for checkpoints.
+
+Per-parameter state (velocity, Adam moments) is keyed by parameter name and created on the
+first step with ``xp.zeros_like``.  Temporaries go into one reused scratch buffer per
+device and dtype (sized for the largest parameter), so a step allocates nothing big.
+"""
+import numpy as np
+
+from .backend import asnumpy, device_of, get_xp, to_device
+
+
+# ----------------------------------------------------------------------------- update rules
+
+def sgd_update(w, dw, lr, tmp=None):
+    """Plain gradient descent, in place.
+
+        w <- w - lr * dw
+
+    Shapes: w, dw, tmp (...) -- tmp is optional scratch space (else one temporary).
+    """
+    xp = get_xp(w, dw)
+    step = xp.multiply(dw, lr, out=tmp)          # lr * dw
+    w -= step
+    return w
+
+
+def nesterov_update(w, dw, v, lr, momentum, tmp=None):
+    """Nesterov momentum (NAG), in place, in the Sutskever et al. (2013) / PyTorch form.
+
+        v <- mu * v + dw                  # velocity buffer (v = 0 before the first step)
+        w <- w - lr * (dw + mu * v)       # step along the look-ahead gradient
+
+    This is PyTorch's ``SGD(nesterov=True)``.  It is the look-ahead form
+
+        u <- mu * u - lr * grad(theta + mu * u);   theta <- theta + u
+
+    rewritten in the look-ahead point w = theta + mu * u (so the gradient is taken at the
+    stored parameters) with u = -lr * v.  Both give the same iterates while lr is
+    constant; when a schedule changes lr, this form rescales the accumulated v by the new lr.
+
+    Shapes: w, dw, v, tmp (...) -- v is updated in place; tmp is optional scratch.
+    """
+    xp = get_xp(w, dw, v)
+    v *= momentum
+    v += dw                                      # v = mu v + g
+    step = xp.multiply(v, momentum, out=tmp)     # mu v
+    step += dw                                   # g + mu v: look-ahead gradient
+    step *= lr
+    w -= step
+    return w
+
+
+def adam_update(w, dw, m, v, t, lr, beta1, beta2, eps, tmp=None):
+    """Adam (Kingma & Ba, 2015), in place, at step t = 1, 2, ...
+
+        m <- beta1 * m + (1 - beta1) * dw          # first moment (mean of g)
+        v <- beta2 * v + (1 - beta2) * dw^2        # second moment (uncentred variance)
+        m_hat = m / (1 - beta1^t)                  # bias corrections (m, v start at 0)
+        v_hat = v / (1 - beta2^t)
+        w <- w - lr * m_hat / (sqrt(v_hat) + eps)
+
+    eps is added after the square root, as in the paper and PyTorch.
+
+    Shapes: w, dw, m, v, tmp (...) -- m and v are updated in place; tmp is optional scratch.
+    """
+    xp = get_xp(w, dw, m, v)
+    c1 = 1.0 - beta1 ** t                        # bias correction of m
+    c2 = 1.0 - beta2 ** t                        # bias correction of v
+    m *= beta1
+    tmp = xp.multiply(dw, 1.0 - beta1, out=tmp)
+    m += tmp                                     # m = b1 m + (1 - b1) g
+    v *= beta2
+    xp.multiply(dw, dw, out=tmp)
+    tmp *= 1.0 - beta2
+    v += tmp                                     # v = b2 v + (1 - b2) g^2
+    xp.sqrt(v, out=tmp)
+    tmp /= c2 ** 0.5
+    tmp += eps                                   # sqrt(v_hat) + eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= lr / c1                               # lr * m_hat / (sqrt(v_hat) + eps)
+    w -= tmp
+    return w
+
+
+# ----------------------------------------------------------------------------- gradient norms
+
+def check_match(params, grads):
+    """Raise ValueError unless grads has exactly params' keys and each gradient its shape."""
+    if set(params) != set(grads):
+        missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+        raise ValueError(f"grads do not match params: missing {missing}, unexpected {extra}")
+    for name, w in params.items():
+        if tuple(grads[name].shape) != tuple(w.shape):
+            raise ValueError(f"gradient of {name!r} has shape {grads[name].shape}, "
+                             f"parameter has shape {w.shape}")
+
+
+def _sum_squares(g, name):
+    """sum(g^2) as a Python float; ValueError naming `name` if g holds NaN or inf."""
+    xp = get_xp(g)
+    flat = g.ravel()
+    with np.errstate(over="ignore", invalid="ignore"):   # NumPy only; inf is handled below
+        sq = float(flat @ flat)
+    if np.isfinite(sq):
+        return sq
+    if not bool(xp.isfinite(g).all()):
+        raise ValueError(f"gradient of {name!r} contains NaN or inf")
+    a = float(xp.abs(g).max())                          # finite but g^2 overflows: rescale
+    s = flat / a
+    return a * a * float(s @ s)
+
+
+def grad_norm(grads):
+    """Global L2 norm sqrt(sum over all arrays of sum(g^2)), as a Python float.
+
+    Raises ValueError naming the first parameter whose gradient holds NaN or inf.
+    """
+    return sum(_sum_squares(g, name) for name, g in grads.items()) ** 0.5
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so that their global norm is at most max_norm.
+
+        total = sqrt(sum_k ||g_k||^2)
+        g_k <- g_k * max_norm / total        (only when total > max_norm)
+
+    Returns the norm before clipping (worth logging).  ValueError on NaN/inf gradients.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    total = grad_norm(grads)
+    if total > max_norm:
+        scale = max_norm / total
+        for g in grads.values():
+            g *= scale
+    return total
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+class Optimizer:
+    """Common machinery: checks, weight decay, clipping, lazy state, scratch, state_dict.
+
+    Subclasses set ``state_names`` (per-parameter arrays), ``hyper_names`` (extra
+    hyperparameters saved in state_dict) and implement ``_update(w, g, state, tmp)``.
+    """
+    state_names = ()
+    hyper_names = ()
+
+    def __init__(self, lr, weight_decay=0.0, clip=None):
+        self.lr = lr                       # mutable: schedules change it between steps
+        self.weight_decay = weight_decay
+        self.clip = clip
+        self.t = 0                         # number of steps taken
+        self.state = {}                    # name -> {state name: array}
+        self.last_grad_norm = None         # global gradient norm before clipping
+        self._scratch = {}                 # (device, dtype, slot) -> flat buffer
+        self._host_state = False           # True after load_state_dict without params
+
+    # --- one step -------------------------------------------------------------
+    def step(self, params, grads):
+        """Update every array of `params` in place from `grads` (same keys and shapes)."""
+        check_match(params, grads)
+        if self._host_state:
+            self._place_state(params)
+        if self.clip is not None:          # also checks for NaN/inf before anything moves
+            self.last_grad_norm = clip_grad_norm(grads, self.clip)
+        else:
+            self.last_grad_norm = grad_norm(grads)
+        self.t += 1
+        for name, w in params.items():
+            g = grads[name]
+            if self.weight_decay:
+                g = get_xp(w).multiply(w, self.weight_decay, out=self._buffer(w, "decay"))
+                g += grads[name]           # g + wd * w: classic L2
+            self._update(w, g, self._state(name, w), self._buffer(w, "tmp"))
+
+    def _update(self, w, g, state, tmp):
+        raise NotImplementedError
+
+    def _state(self, name, w):
+        """The state arrays of parameter `name`, created as zeros on first use."""
+        if name not in self.state:
+            xp = get_xp(w)
+            self.state[name] = {s: xp.zeros_like(w) for s in self.state_names}
+        return self.state[name]
+
+    def _buffer(self, w, slot):
+        """A scratch view shaped like `w`, cut from a reused flat buffer."""
+        key = (device_of(w), np.dtype(w.dtype).str, slot)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < w.size:
+            buf = get_xp(w).empty(max(w.size, 1), dtype=w.dtype)
+            self._scratch[key] = buf
+        return buf[:w.size].reshape(w.shape)
+
+    # --- checkpoints ----------------------------------------------------------
+    def hyper(self):
+        """Hyperparameters as JSON-able Python scalars."""
+        h = {"lr": self.lr, "weight_decay": self.weight_decay, "clip": self.clip}
+        h.update({k: getattr(self, k) for k in self.hyper_names})
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in h.items()}
+
+    def state_dict(self):
+        """{"type", "hyper", "t", "arrays": {"<state>/<param>": host ndarray}}."""
+        arrays = {f"{s}/{name}": np.array(asnumpy(a))
+                  for name, st in self.state.items() for s, a in st.items()}
+        return {"type": type(self).__name__, "hyper": self.hyper(), "t": self.t, "arrays": arrays}
+
+    def load_state_dict(self, d, params=None):
+        """Restore a :meth:`state_dict`.  The arrays go to the device and dtype of `params`
+        now if given, else on the next :meth:`step` (where they are checked against it)."""
+        if d.get("type") != type(self).__name__:
+            raise ValueError(f"state_dict is for {d.get('type')!r}, not {type(self).__name__!r}")
+        allowed = {"lr", "weight_decay", "clip", *self.hyper_names}
+        unknown = sorted(set(d["hyper"]) - allowed)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters for {type(self).__name__}: {unknown}")
+        state = {}
+        for key, a in d["arrays"].items():
+            s, _, name = key.partition("/")
+            if s not in self.state_names or not name:
+                raise ValueError(f"unexpected state array {key!r} for {type(self).__name__} "
+                                 f"(expected '<{'|'.join(self.state_names)}>/<param name>')")
+            state.setdefault(name, {})[s] = np.array(a)
+        for name, st in state.items():
+            if set(st) != set(self.state_names):
+                raise ValueError(f"state of {name!r} has {sorted(st)}, expected {list(self.state_names)}")
+        for k, v in d["hyper"].items():
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self.t = int(d["t"])
+        self.state, self._host_state = state, True
+        if params is not None:
+            self._place_state(params)
+
+    def _place_state(self, params):
+        """Move host state arrays loaded by load_state_dict next to their parameters."""
+        if self.state and set(self.state) != set(params):
+            raise ValueError(f"optimizer state is for parameters {sorted(self.state)}, "
+                             f"but params has {sorted(params)}")
+        for name, st in self.state.items():
+            w = params[name]
+            for s, a in st.items():
+                if a.shape != tuple(w.shape):
+                    raise ValueError(f"state {s}/{name} has shape {a.shape}, "
+                                     f"parameter has shape {w.shape}")
+                st[s] = to_device(a.astype(w.dtype), device_of(w))
+        self._host_state = False
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: w <- w - lr * (g + weight_decay * w)."""
+
+    def _update(self, w, g, state, tmp):
+        sgd_update(w, g, self.lr, tmp)
+
+
+class Nesterov(Optimizer):
+    """Nesterov momentum, PyTorch form (see :func:`nesterov_update`); state "v" per parameter."""
+    state_names = ("v",)
+    hyper_names = ("momentum",)
+
+    def __init__(self, lr, momentum=0.9, weight_decay=0.0, clip=None):
+        super().__init__(lr, weight_decay, clip)
+        self.momentum = momentum
+
+    def _update(self, w, g, state, tmp):
+        nesterov_update(w, g, state["v"], self.lr, self.momentum, tmp)
+
+
+class Adam(Optimizer):
+    """Adam with L2 weight decay (see :func:`adam_update`); state "m", "v" per parameter."""
+    state_names = ("m", "v")
+    hyper_names = ("betas", "eps")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip=None):
+        super().__init__(lr, weight_decay, clip)
+        self.betas = tuple(betas)
+        self.eps = eps
+
+    def _update(self, w, g, state, tmp):
+        beta1, beta2 = self.betas
+        adam_update(w, g, state["m"], state["v"], self.t, self.lr, beta1, beta2, self.eps, tmp)

@@ -1,0 +1,285 @@
+"""SGD, Nesterov and Adam: hand-computed steps, convergence, clipping, decay, errors, state."""
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from scratchnade.backend import asnumpy, device_of, to_device
+from scratchnade.optim import (SGD, Adam, Nesterov, adam_update, clip_grad_norm, grad_norm,
+                               nesterov_update, sgd_update)
+from fakedevice import DeviceArray
+
+W0, G1, G2 = [1.0, -2.0], [0.5, 1.0], [1.0, -1.0]     # start point and two gradients
+
+
+def run(opt, grads_seq, w0=W0):
+    """Params {"w": w0} after one opt.step per gradient in grads_seq; returns the array."""
+    params = {"w": np.array(w0)}
+    for g in grads_seq:
+        opt.step(params, {"w": np.array(g)})
+    return params["w"]
+
+
+# ----------------------------------------------------------------------------- exact steps
+
+def test_sgd_first_step_by_hand():
+    np.testing.assert_allclose(run(SGD(0.1), [G1]), [1 - 0.05, -2 - 0.1], rtol=1e-15)
+    np.testing.assert_allclose(run(SGD(0.1), [G1, G2]), [0.95 - 0.1, -2.1 + 0.1], rtol=1e-15)
+
+
+def test_nesterov_first_two_steps_by_hand():
+    opt = Nesterov(0.1, momentum=0.9)
+    # step 1: v = g1 = [0.5, 1];  w -= 0.1 (g1 + 0.9 v) = 0.1 * 1.9 * g1
+    np.testing.assert_allclose(run(opt, [G1]), [0.905, -2.19], rtol=1e-14)
+    np.testing.assert_allclose(opt.state["w"]["v"], [0.5, 1.0], rtol=1e-15)
+    # step 2: v = 0.9 [0.5, 1] + [1, -1] = [1.45, -0.1];  w -= 0.1 ([1, -1] + 0.9 v) = [0.2305, -0.109]
+    opt = Nesterov(0.1, momentum=0.9)
+    np.testing.assert_allclose(run(opt, [G1, G2]), [0.905 - 0.2305, -2.19 + 0.109], rtol=1e-14)
+    np.testing.assert_allclose(opt.state["w"]["v"], [1.45, -0.1], rtol=1e-14)
+
+
+def test_adam_first_two_steps_by_hand():
+    opt = Adam(0.1, betas=(0.9, 0.999), eps=1e-8)
+    # step 1: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps)
+    w1 = np.array([1 - 0.1 * 0.5 / (0.5 + 1e-8), -2 - 0.1 * 1.0 / (1.0 + 1e-8)])
+    np.testing.assert_allclose(run(opt, [G1]), w1, rtol=1e-14)
+    np.testing.assert_allclose(opt.state["w"]["m"], [0.05, 0.1], rtol=1e-14)
+    np.testing.assert_allclose(opt.state["w"]["v"], [0.00025, 0.001], rtol=1e-14)
+    # step 2: m = 0.9 m + 0.1 g2 = [0.145, -0.01]; v = 0.999 v + 0.001 g2^2 = [0.00124975, 0.001999]
+    #         bias corrections 1 - 0.9^2 = 0.19 and 1 - 0.999^2 = 0.001999
+    m_hat = np.array([0.145, -0.01]) / 0.19
+    v_hat = np.array([0.00124975, 0.001999]) / 0.001999
+    opt = Adam(0.1, betas=(0.9, 0.999), eps=1e-8)
+    np.testing.assert_allclose(run(opt, [G1, G2]), w1 - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(opt.state["w"]["m"], [0.145, -0.01], rtol=1e-13)
+    assert opt.t == 2
+
+
+def test_pure_update_functions_work_in_place():
+    w, v, m = np.array(W0), np.zeros(2), np.zeros(2)
+    assert sgd_update(w, np.array(G1), 0.1) is w
+    np.testing.assert_allclose(w, [0.95, -2.1], rtol=1e-15)
+    w = np.array(W0)
+    nesterov_update(w, np.array(G1), v, 0.1, 0.9, tmp=np.empty(2))
+    np.testing.assert_allclose((w, v), ([0.905, -2.19], G1), rtol=1e-14)
+    w, v = np.array(W0), np.zeros(2)
+    adam_update(w, np.array(G1), m, v, 1, 0.1, 0.9, 0.999, 0.0)
+    np.testing.assert_allclose(w, [0.9, -2.1], rtol=1e-14)      # eps = 0: step = lr * sign(g)
+
+
+def test_nesterov_matches_the_look_ahead_form():
+    """Sutskever's u <- mu u - lr grad(theta + mu u); theta <- theta + u, with w = theta + mu u."""
+    A = np.diag([1.0, 10.0])
+    lr, mu = 0.05, 0.9
+    theta, u = np.array(W0), np.zeros(2)
+    params, opt = {"w": np.array(W0)}, Nesterov(lr, momentum=mu)
+    for _ in range(20):
+        u = mu * u - lr * A @ (theta + mu * u)
+        theta = theta + u
+        opt.step(params, {"w": A @ params["w"]})
+        np.testing.assert_allclose(params["w"], theta + mu * u, rtol=1e-10, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- convergence
+
+def steps_to_converge(opt, tol=1e-6, max_steps=2000):
+    """Steps until f(w) = 1/2 sum_i lam_i w_i^2 (condition number 100) falls below tol * f(w0)."""
+    lam = np.logspace(0, 2, 10)
+    params = {"w": np.ones(10)}
+    f0 = 0.5 * lam.sum()
+    for k in range(1, max_steps + 1):
+        opt.step(params, {"w": lam * params["w"]})
+        if 0.5 * (lam * params["w"] ** 2).sum() < tol * f0:
+            return k
+    return max_steps + 1
+
+
+def test_momentum_and_adam_beat_sgd_on_ill_conditioned_quadratic():
+    lr = 0.01                                  # = 1 / L: SGD is stable (needs lr < 2 / L)
+    n_sgd = steps_to_converge(SGD(lr))
+    n_nag = steps_to_converge(Nesterov(lr, momentum=0.9))
+    n_adam = steps_to_converge(Adam(lr))
+    assert n_sgd <= 2000                       # SGD does converge, slowly (~1 / (lr * lam_min))
+    assert n_nag < n_sgd / 3 and n_adam < n_sgd
+
+
+# ----------------------------------------------------------------------------- clipping
+
+grad_dicts = st.dictionaries(
+    st.sampled_from(["W", "V", "b", "c"]),
+    hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=2, max_side=4),
+               elements=st.floats(-1e3, 1e3)),
+    min_size=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(grads=grad_dicts, max_norm=st.floats(1e-3, 1e3))
+def test_clip_grad_norm_bounds_the_global_norm(grads, max_norm):
+    before = {k: g.copy() for k, g in grads.items()}
+    expected = np.sqrt(sum((g ** 2).sum() for g in before.values()))
+    total = clip_grad_norm(grads, max_norm)
+    assert total == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    assert grad_norm(grads) <= max_norm * (1 + 1e-12)
+    if total <= max_norm:
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], before[k])    # untouched
+    else:
+        for k in grads:                                            # same direction, shorter
+            np.testing.assert_allclose(grads[k], before[k] * (max_norm / total), rtol=1e-12)
+
+
+def test_optimizer_clip_scales_the_step_and_records_the_norm():
+    opt = SGD(1.0, clip=1.0)
+    w = run(opt, [[3.0, 4.0]], w0=[0.0, 0.0])                     # norm 5 -> clipped to 1
+    np.testing.assert_allclose(w, [-0.6, -0.8], rtol=1e-15)
+    assert opt.last_grad_norm == 5.0
+    with pytest.raises(ValueError, match="positive"):
+        clip_grad_norm({"w": np.ones(2)}, 0.0)
+
+
+def test_grad_norm_of_huge_float32_gradients_does_not_overflow():
+    g = {"W": np.full(100, 1e30, dtype=np.float32)}               # g^2 overflows float32
+    assert grad_norm(g) == pytest.approx(1e31, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- weight decay
+
+def test_weight_decay_is_classic_l2():
+    # g + wd * w = [0.5 + 0.01, 1 - 0.02] = [0.51, 0.98]
+    np.testing.assert_allclose(run(SGD(0.1, weight_decay=0.01), [G1]), [0.949, -2.098], rtol=1e-14)
+    np.testing.assert_allclose(run(SGD(0.1, weight_decay=0.5), [[0.0, 0.0]]), [0.95, -1.9], rtol=1e-15)
+    grads = {"w": np.array(G1)}
+    params = {"w": np.array(W0)}
+    Adam(0.1, weight_decay=0.3).step(params, grads)
+    np.testing.assert_array_equal(grads["w"], G1)                  # grads are not modified
+    g_l2 = np.array(G1) + 0.3 * np.array(W0)
+    np.testing.assert_allclose(params["w"], run(Adam(0.1), [g_l2]), rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Nesterov(0.1), lambda: Adam()])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_gradient_is_a_clear_error_and_nothing_moves(make, bad):
+    params = {"W": np.ones((2, 2)), "b": np.ones(2)}
+    grads = {"W": np.ones((2, 2)), "b": np.array([1.0, bad])}
+    with pytest.raises(ValueError, match="gradient of 'b' contains NaN or inf"):
+        make().step(params, grads)
+    np.testing.assert_array_equal(params["W"], np.ones((2, 2)))   # no partial update
+
+
+def test_mismatched_keys_or_shapes_are_clear_errors():
+    params = {"W": np.ones((2, 3)), "b": np.ones(3)}
+    with pytest.raises(ValueError, match=r"missing \['b'\], unexpected \['c'\]"):
+        SGD(0.1).step(params, {"W": np.ones((2, 3)), "c": np.ones(3)})
+    with pytest.raises(ValueError, match=r"gradient of 'W' has shape \(3, 2\)"):
+        Adam().step(params, {"W": np.ones((3, 2)), "b": np.ones(3)})
+
+
+def test_lr_is_a_mutable_attribute():
+    opt = SGD(0.1)
+    params = {"w": np.zeros(1)}
+    opt.step(params, {"w": np.ones(1)})
+    opt.lr = 0.01                                                  # a schedule's job
+    opt.step(params, {"w": np.ones(1)})
+    np.testing.assert_allclose(params["w"], [-0.11], rtol=1e-15)
+
+
+def test_step_allocates_no_parameter_sized_temporaries():
+    for opt in (SGD(0.1, weight_decay=1e-3, clip=1.0), Nesterov(0.1, weight_decay=1e-3),
+                Adam(weight_decay=1e-3, clip=5.0)):
+        params = {"W": np.ones((500, 400)), "b": np.ones(400)}
+        grads = {"W": np.full((500, 400), 1e-2), "b": np.ones(400)}
+        opt.step(params, grads)                                    # state and scratch created
+        tracemalloc.start()
+        opt.step(params, grads)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < params["W"].nbytes / 100, f"{type(opt).__name__} allocated {peak} bytes"
+
+
+# ----------------------------------------------------------------------------- state_dict
+
+def random_problem(seed):
+    rng = np.random.default_rng(seed)
+    params = {"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(5)]
+    return params, grads
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, weight_decay=0.01),
+                                  lambda: Nesterov(0.05, momentum=0.8, clip=2.0),
+                                  lambda: Adam(0.01, betas=(0.8, 0.99), weight_decay=0.1)])
+def test_state_dict_round_trip_gives_identical_steps(make):
+    params, grads = random_problem(0)
+    opt = make()
+    for g in grads[:3]:
+        opt.step(params, {k: v.copy() for k, v in g.items()})
+    d = opt.state_dict()
+    json.dumps({k: v for k, v in d.items() if k != "arrays"})    # scalars are JSON-able
+    assert all(isinstance(a, np.ndarray) for a in d["arrays"].values())
+    d = json.loads(json.dumps({**d, "arrays": {}})) | {"arrays": d["arrays"]}
+    twin_params = {k: v.copy() for k, v in params.items()}
+    twin = make()
+    twin.lr = 123.0                                                # overwritten by the load
+    twin.load_state_dict(d)
+    for g in grads[3:]:
+        opt.step(params, {k: v.copy() for k, v in g.items()})
+        twin.step(twin_params, {k: v.copy() for k, v in g.items()})
+    for k in params:
+        np.testing.assert_array_equal(twin_params[k], params[k])
+    assert twin.t == opt.t == 5
+
+
+def test_load_state_dict_errors_are_clear():
+    params, grads = random_problem(1)
+    opt = Adam()
+    opt.step(params, grads[0])
+    d = opt.state_dict()
+    with pytest.raises(ValueError, match="state_dict is for 'Adam', not 'Nesterov'"):
+        Nesterov(0.1).load_state_dict(d)
+    with pytest.raises(ValueError, match="unexpected state array 'q/W'"):
+        Adam().load_state_dict({**d, "arrays": {**d["arrays"], "q/W": np.zeros((3, 2))}})
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        Adam().load_state_dict({**d, "hyper": {**d["hyper"], "momentum": 0.9}})
+    with pytest.raises(ValueError, match=r"state is for parameters \['W', 'b'\]"):
+        Adam().load_state_dict(d, params={"W": params["W"]})
+    with pytest.raises(ValueError, match=r"state m/W has shape \(3, 2\)"):
+        Adam().load_state_dict(d, params={"W": np.zeros((2, 3)), "b": params["b"]})
+    lazy = Adam()
+    lazy.load_state_dict(d)                                        # no params: checked at step
+    with pytest.raises(ValueError, match="state is for parameters"):
+        lazy.step({"V": np.zeros(2)}, {"V": np.zeros(2)})
+
+
+# ----------------------------------------------------------------------------- devices
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, weight_decay=0.01, clip=1.0),
+                                  lambda: Nesterov(0.1, weight_decay=0.01, clip=1.0),
+                                  lambda: Adam(0.01, weight_decay=0.01, clip=1.0)])
+def test_optimizers_run_on_the_fake_device(make, fake_device):
+    host_params, grads = random_problem(2)
+    dev_params = {k: to_device(v, fake_device) for k, v in host_params.items()}
+    host_opt, dev_opt = make(), make()
+    for g in grads[:3]:
+        host_opt.step(host_params, {k: v.copy() for k, v in g.items()})
+        dev_opt.step(dev_params, {k: to_device(v, fake_device) for k, v in g.items()})
+    for k in host_params:
+        assert isinstance(dev_params[k], DeviceArray)              # still on the device
+        np.testing.assert_allclose(asnumpy(dev_params[k]), host_params[k], rtol=1e-13)
+    for st_ in dev_opt.state.values():
+        assert all(device_of(a) == fake_device for a in st_.values())
+    d = dev_opt.state_dict()
+    assert all(isinstance(a, np.ndarray) for a in d["arrays"].values())
+    twin = make()
+    twin.load_state_dict(d, params=dev_params)                     # back onto the device
+    for st_ in twin.state.values():
+        assert all(isinstance(a, DeviceArray) for a in st_.values())
+    twin_params = {k: v.copy() for k, v in dev_params.items()}
+    twin.step(twin_params, {k: to_device(v, fake_device) for k, v in grads[3].items()})
+    dev_opt.step(dev_params, {k: to_device(v, fake_device) for k, v in grads[3].items()})
+    for k in dev_params:
+        np.testing.assert_array_equal(asnumpy(twin_params[k]), asnumpy(dev_params[k]))
