@@ -1,0 +1,9 @@
+"""One file per lecture model; each file's docstring states its equations.
+
+Binary and real-valued data (B, D) / (B, T):  LinearGaussianAR, FVSBN, NADE.
+Token windows, time-major (p, B):             SoftmaxFVSBN, SequenceNADE, DeepNADE, RecurrentNADE.
+"""
+from .base import Model
+from .fvsbn import FVSBN
+from .gaussian_ar import LinearGaussianAR
+from .nade import NADE
