@@ -12,34 +12,17 @@ to disk, then renamed over the old checkpoint, so a crash or Ctrl-C mid-write le
 previous checkpoint intact.
 """
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .data.download import atomic_write
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, truncated or for another model."""
-
-
-def atomic_write(path, write):
-    """Call write(fileobj) on a temporary file next to `path`, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path, params, meta, optim_arrays=None):

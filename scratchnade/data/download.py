@@ -151,6 +151,8 @@ def atomic_write(dest, write):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut keeps old or new
         os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); data files are for everyone
         os.replace(tmp, dest)
     except BaseException:
