@@ -8,6 +8,8 @@ What :func:`fit` needs from the model (the contract of ``scratchnade.models``)::
     model.training                  optional bool; True during training steps (dropout on),
                                     False during validation
     model.batch_weight(batch)       optional; how many items a batch's mean loss averages over
+    model.reset_state()             optional; called at the start of every epoch (a recurrent
+                                    model that carries its hidden state across batches)
 
 and from the optimizer: ``optimizer.step(params, grads)`` and, for ``lr_schedule``, an ``lr``
 attribute.  One epoch is::
@@ -179,6 +181,8 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
         for epoch in range(1, epochs + 1):
             start, losses, items, stop = time.perf_counter(), [], 0, None
             batches = _batches(train_batches, epoch)
+            if hasattr(model, "reset_state"):             # a state carried across batches ends with the epoch
+                model.reset_state()
             total = len(batches) if hasattr(batches, "__len__") else None
             with mode(model, True), tqdm(batches, desc=f"epoch {epoch}", unit="batch", total=total,
                                          disable=not progress) as bar:

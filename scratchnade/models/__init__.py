@@ -7,3 +7,4 @@ from .base import Model
 from .fvsbn import FVSBN
 from .gaussian_ar import LinearGaussianAR
 from .nade import NADE
+from .recurrent_nade import RecurrentNADE

@@ -1,0 +1,363 @@
+"""Recurrent NADE: the lecture's sigmoid RNN over tokens (no dependence on the order p).
+
+    h_0 = W_init                                       initial state           (H,)
+    h_t = sigmoid(c + W_h h_{t-1} + W_x x_t)           hidden state            (H,)
+    f_t = b + W_o h_{t-1}                              logits of w_t           (V,)
+    w_t ~ Cat(softmax(f_t))
+
+x_t is the one-hot vector of token w_t, so W_x x_t is the column W_x[:, w_t]: a gather,
+never a (V,)-sized product.  f_t reads h_{t-1}, which has seen x_1 .. x_{t-1} only, so
+f_1 = b + W_o W_init predicts the first token of every window and the model is
+autoregressive by construction.  Parameters: W_init (H,), W_h (H, H), W_x (H, V), c (H,),
+W_o (V, H), b (V,).  With ``tied=True`` the lecture's W_x = W_o^T: one (V, H) array stored
+under ``W_o`` (there is no ``W_x`` key) and its gradient is the sum of both uses.
+
+Batches are time-major (T, B) windows.  Each window starts from h_0 = W_init as in the
+lecture; with ``carry_state=True`` the class instead starts column j from the last hidden
+state of column j of the previous batch (stream batches, truncated BPTT): the state is a
+constant there, so no gradient flows back into the previous window.
+
+Speed.  The recurrence forces a loop over t, but only for the small (B, H) states: the input
+drives W_x x_t are one gather for the whole window before the loop, and the output layer
+(which dominates at V = 33,278) is ONE (T*B, H) @ (H, V) matmul, an in-place softmax
+cross-entropy (run over ~1 MB blocks of rows on the host, so its passes stay in cache), and
+in the backward pass one matmul each for dW_o and for dh.  The class reuses the (T*B, V)
+buffer and the W_o / W_x gradient arrays from step to step.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
+from ..functional import (check_targets, dropout_backward, dropout_mask, embedding,
+                          embedding_backward, logsumexp, sigmoid, softmax_cross_entropy,
+                          softmax_cross_entropy_backward)
+from .sequence import SequenceModel
+
+
+class RNADECache(NamedTuple):
+    x: object         # (T, B) token ids
+    hs: object        # (T+1, B, H) hidden states, hs[t] = h_t; hs[0] = h_0
+    masks: object     # (T, B, H) dropout mask of the inputs W_x x_t, or None
+    probs: object     # (T*B, V) softmax(f_t), in the logits buffer
+    ce: object        # SoftmaxCECache of the output layer
+    carried: bool     # True when h_0 was a carried state (then no gradient for W_init)
+    params: dict
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def is_tied(params):
+    """True when W_x = W_o^T is shared (no separate ``W_x`` array)."""
+    return "W_x" not in params
+
+
+def input_embedding(params):
+    """The rows E[w] = W_x x_w as a (V, H) array: W_x.T, or W_o itself when tied."""
+    return params["W_o"] if is_tied(params) else params["W_x"].T
+
+
+def input_drive(params, x, masks=None):
+    """u_t = c + W_x x_t for every position (dropout on W_x x_t when masks is given).
+
+    Shapes: x (T, B) ids, masks (T, B, H) or None -> u (T, B, H).
+    """
+    u = embedding(input_embedding(params), x)             # W_x x_t: a gather of columns
+    if masks is not None:
+        u *= masks                                        # input dropout
+    u += params["c"]                                      # + c
+    return u
+
+
+def recurrence_step(W_h, h_prev, u_t, out=None):
+    """h_t = sigmoid(W_h h_{t-1} + u_t) with u_t = c + W_x x_t.  Shapes: (B, H), (B, H) -> (B, H)."""
+    xp = get_xp(W_h, h_prev)
+    a = xp.matmul(h_prev, W_h.T, out=out)                 # W_h h_{t-1}
+    a += u_t                                              # + c + W_x x_t
+    return sigmoid(a, out=a)                              # h_t
+
+
+def hidden_states(params, x, h0=None, masks=None):
+    """Run the recurrence over a window.
+
+    Inputs: x (T, B) ids; h0 (B, H) carried state or None for h_0 = W_init; masks (T, B, H).
+    Returns hs (T+1, B, H) with hs[t] = h_t (hs[T] is the state to carry to the next window).
+    """
+    W_h = params["W_h"]
+    xp = get_xp(W_h, x)
+    T, B = x.shape
+    u = input_drive(params, x, masks)                     # (T, B, H) all inputs at once
+    hs = xp.empty((T + 1, B, W_h.shape[0]), dtype=W_h.dtype)
+    hs[0] = params["W_init"] if h0 is None else h0        # h_0
+    for t in range(1, T + 1):
+        recurrence_step(W_h, hs[t - 1], u[t - 1], out=hs[t])   # h_t from h_{t-1} and x_t
+    return hs
+
+
+def output_logits(params, h, out=None):
+    """f = b + W_o h for a stack of states.  Shapes: h (N, H) -> (N, V); `out` reuses a buffer."""
+    xp = get_xp(h)
+    f = xp.matmul(h, params["W_o"].T, out=out)            # W_o h: the one big matmul
+    f += params["b"]                                      # + b
+    return f
+
+
+def _check_input(params, x, h0=None, masks=None):
+    """Raise ValueError unless x is a non-empty (T, B) array of ids in [0, V) and h0, masks fit."""
+    V, H = params["W_o"].shape
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"token batches are time-major (T, B) arrays with B >= 1, got shape {tuple(x.shape)}")
+    check_targets(x, V, name="token ids")
+    if h0 is not None and tuple(h0.shape) != (x.shape[1], H):
+        raise ValueError(f"carried state h0 must have shape ({x.shape[1]}, {H}), got {tuple(h0.shape)}")
+    if masks is not None and tuple(masks.shape) != (*x.shape, H):
+        raise ValueError(f"dropout masks must have shape {(*x.shape, H)}, got {tuple(masks.shape)}")
+
+
+# ----------------------------------------------------------------------------- forward / backward
+
+def forward(params, x, h0=None, masks=None, out=None):
+    """Mean NLL per token of a window.  Returns (loss, RNADECache).
+
+    Inputs: x (T, B) ids; h0 (B, H) carried state or None (h_0 = W_init); masks (T, B, H)
+    inverted-dropout mask on W_x x_t or None; out (T*B, V) optional buffer for the logits
+    (overwritten by the probabilities, then by dlogits in :func:`backward`).
+
+        loss = 1/(T B) sum_{t, j} -log softmax(f_t^j)[w_t^j],   f_t = b + W_o h_{t-1}
+
+    All T*B logits come from one (T*B, H) @ (H, V) matmul on h_0 .. h_{T-1}.
+    """
+    _check_input(params, x, h0, masks)
+    T, B = x.shape
+    hs = hidden_states(params, x, h0, masks)              # (T+1, B, H)
+    H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
+    f = output_logits(params, H_prev, out=out)            # (T*B, V) f_t
+    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True)   # f becomes softmax(f)
+    return loss, RNADECache(x, hs, masks, f, ce, h0 is not None, params)
+
+
+def backward(dloss, cache, out=None):
+    """Gradients of every parameter by backpropagation through time over the window.
+
+    `out`: optional dict of preallocated gradient arrays ("W_o", and "W_x" when untied) to
+    overwrite.  Returns {W_init, W_h, W_x (untied only), c, W_o, b}.
+
+        df_t     = dloss/(T B) (softmax(f_t) - onehot(w_t))          (T*B, V), in place
+        db       = sum df_t;   dW_o = sum df_t h_{t-1}^T;   dh_{t-1} += W_o^T df_t   (3 ops, all t)
+        da_t     = dh_t * h_t (1 - h_t)                              for t = T-1 .. 1
+        dh_{t-1} += W_h^T da_t
+        dW_h     = sum da_t h_{t-1}^T;  dc = sum da_t;  dW_x[:, w_t] += da_t (scatter-add)
+        dW_init  = sum_j dh_0^j   (0 when h_0 was carried in)
+
+    h_T feeds no f_t of this window, so da_T = 0 and x_T gets no gradient here.
+    """
+    x, hs, masks, probs, ce, carried, params = cache
+    W_h, W_o = params["W_h"], params["W_o"]
+    xp = get_xp(W_h)
+    T, B = x.shape
+    H = W_h.shape[0]
+    out = out or {}
+    softmax_cross_entropy_backward(dloss, ce, out=probs)
+    df = probs                                            # (T*B, V) dlogits, in place
+    H_prev = hs[:T].reshape(T * B, H)
+    db = df.sum(axis=0)                                   # (V,)
+    dW_o = xp.matmul(df.T, H_prev, out=out.get("W_o"))    # (V, H) output use of W_o
+    dhs = xp.matmul(df, W_o).reshape(T, B, H)             # dh_{t-1} from f_t, for every t
+    das = xp.empty((T - 1, B, H), dtype=W_h.dtype)        # das[t-1] = da_t, t = 1..T-1
+    for t in range(T - 1, 0, -1):
+        da = das[t - 1]
+        xp.subtract(1.0, hs[t], out=da)
+        da *= hs[t]                                       # h_t (1 - h_t): sigmoid'
+        da *= dhs[t]                                      # da_t = dh_t * sigmoid'
+        dhs[t - 1] += xp.matmul(da, W_h)                  # dh_{t-1} += W_h^T da_t
+    da_flat = das.reshape((T - 1) * B, H)
+    grads = {
+        "W_init": xp.zeros_like(params["W_init"]) if carried else dhs[0].sum(axis=0),
+        "W_h": da_flat.T @ hs[:T - 1].reshape((T - 1) * B, H),   # sum_t da_t h_{t-1}^T
+        "c": da_flat.sum(axis=0),                                 # sum_t da_t
+        "W_o": dW_o,
+        "b": db,
+    }
+    du = dropout_backward(das, None if masks is None else masks[:T - 1])   # d(W_x x_t)
+    if is_tied(params):                                   # input use of W_o: rows W_o[w_t]
+        embedding_backward(du, x[:T - 1], out=dW_o)
+    else:
+        dW_x = out.get("W_x")
+        dW_x = xp.zeros_like(params["W_x"]) if dW_x is None else _zero(dW_x)
+        embedding_backward(du, x[:T - 1], out=dW_x.T)     # scatter-add into columns w_t
+        grads["W_x"] = dW_x
+    return grads
+
+
+def _zero(a):
+    """a reused buffer, zeroed in place."""
+    a.fill(0)
+    return a
+
+
+# ----------------------------------------------------------------------------- sampling helper
+
+def _draw(f, rng, temperature, top_k, vocab_size):
+    """One ancestral draw per row, exactly as SequenceModel.sample does it (host ids (1, n))."""
+    xp = get_xp(f)
+    f = f.astype(xp.float64) / temperature
+    if top_k is not None:
+        kth = xp.sort(f, axis=1)[:, -top_k][:, None]
+        f = xp.where(f >= kth, f, -xp.inf)
+    prob = asnumpy(xp.exp(f - logsumexp(f, axis=1, keepdims=True)))         # host (n, V)
+    cdf = np.cumsum(prob, axis=1)
+    u = rng.random((prob.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=1), vocab_size - 1)[None]           # inverse-cdf draw
+
+
+# ----------------------------------------------------------------------------- the class
+
+class RecurrentNADE(SequenceModel):
+    """The lecture's recurrent NADE (a sigmoid RNN language model) over V tokens.
+
+    Parameters: W_init (H,), W_h (H, H), W_x (H, V) [absent when tied], c (H,), W_o (V, H), b (V,).
+    Batches: (T, B) token ids, time-major; any T (the model has no order p).
+
+    Options
+    -------
+    tied : W_x = W_o^T, one array under ``W_o``; its gradient sums the input and output uses.
+    carry_state : False: every window starts from h_0 = W_init (the lecture).  True: truncated
+        BPTT on stream batches (column j of a batch continues column j of the previous one):
+        ``loss_and_grads`` starts from the previous call's last state h_T, held constant (no
+        gradient into the previous window).  W_init then only gets a gradient on the first
+        window after :meth:`reset_state` (it is h_0 of that window only); a change of batch
+        size, dtype or device also resets.  ``logits``/``log_prob``/``loss`` stay pure: they
+        always start from W_init.
+    dropout : input (embedding) dropout on W_x x_t during training (``model.training``).
+    init_scale : W_h, W_x, W_o ~ N(0, init_scale^2); W_init = c = b = 0 (h_0 = 0, f_1 = b).
+
+    ``loss_and_grads`` reuses its (T*B, V) logits buffer and the W_o / W_x gradient arrays from
+    call to call (a 150 MB + 2 x 34 MB saving of page faults per step at WikiText-2 size): the
+    returned gradients are overwritten by the next call, copy them to keep them.
+    """
+    context = None
+
+    def __init__(self, vocab_size, H=256, tied=False, carry_state=False, dropout=0.0,
+                 init_scale=0.1, seed=0, dtype=None, device=None):
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dt = resolve_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        V = vocab_size
+        params = {
+            "W_init": np.zeros(H),                                  # h_0
+            "W_h": rng.normal(0.0, init_scale, size=(H, H)),        # hidden -> hidden
+            "W_x": rng.normal(0.0, init_scale, size=(H, V)),        # input -> hidden
+            "c": np.zeros(H),                                       # hidden bias
+            "W_o": rng.normal(0.0, init_scale, size=(V, H)),        # hidden -> output
+            "b": np.zeros(V),                                       # output bias
+        }
+        if tied:
+            del params["W_x"]                                       # W_x = W_o^T
+        device = device or default_device()
+        self.params = {k: to_device(v.astype(dt), device) for k, v in params.items()}
+        self.vocab_size, self.H = V, H
+        self.tied, self.carry_state, self.dropout = tied, carry_state, dropout
+        self.config = {"vocab_size": V, "H": H, "tied": tied, "carry_state": carry_state,
+                       "dropout": dropout, "init_scale": init_scale, "seed": seed, "dtype": dt.name}
+        self._mask_rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout stream
+        self._buffers = {}
+        self._state = None
+
+    # --- state and buffers ----------------------------------------------------
+    def reset_state(self):
+        """Forget the carried hidden state: the next window starts from h_0 = W_init."""
+        self._state = None
+        return self
+
+    def to(self, device):
+        self._buffers, self._state = {}, None
+        return super().to(device)
+
+    def load_state_dict(self, arrays):
+        self._state = None                               # a carried state belongs to the old weights
+        return super().load_state_dict(arrays)
+
+    def _buffer(self, name, shape):
+        """A reused array of `shape` in the parameters' dtype and device (reallocated on change)."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != self.dtype:
+            buf = get_xp(self.params["W_o"]).empty(shape, dtype=self.dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def _initial_state(self, B):
+        """The carried (B, H) state, or None (h_0 = W_init)."""
+        s = self._state
+        if not self.carry_state or s is None or s.shape[0] != B or s.dtype != self.dtype:
+            return None
+        return s
+
+    def _masks(self, x):
+        """A fresh (T, B, H) input-dropout mask while training, else None."""
+        if not self.training or self.dropout == 0:
+            return None
+        return dropout_mask((*x.shape, self.H), self.dropout, self._mask_rng, self.params["W_o"])
+
+    # --- the model ------------------------------------------------------------
+    def loss_and_grads(self, x, masks=None):
+        """Mean NLL per token (nats) of window x (T, B) and the gradients of every parameter.
+
+        masks: optional fixed (T, B, H) dropout mask (gradient checks); else one is drawn
+        when training with dropout > 0.
+        """
+        x = self.check_tokens(x)
+        T, B = x.shape
+        V = self.vocab_size
+        masks = self._masks(x) if masks is None else to_device(masks, self.device)
+        buffers = {"W_o": self._buffer("dW_o", (V, self.H))}
+        if not self.tied:
+            buffers["W_x"] = self._buffer("dW_x", (self.H, V))
+        loss, cache = forward(self.params, x, self._initial_state(B), masks,
+                              out=self._buffer("logits", (T * B, V)))
+        grads = backward(1.0, cache, out=buffers)
+        if self.carry_state:
+            self._state = cache.hs[T].copy()                 # h_T, a constant for the next window
+        return float(loss), grads
+
+    def logits(self, x):
+        """f_t for every position of x (T, B), starting from h_0 = W_init: shape (T, B, V)."""
+        x = self.check_tokens(x)
+        _check_input(self.params, x)
+        T, B = x.shape
+        hs = hidden_states(self.params, x, masks=self._masks(x))
+        return output_logits(self.params, hs[:T].reshape(T * B, self.H)).reshape(T, B, -1)
+
+    def next_token_logits(self, history):
+        """f for the token after `history` (T, B): b + W_o h_T, shape (B, V).  O(T) per call."""
+        history = self.check_tokens(history)
+        hs = hidden_states(self.params, history)              # pure: from W_init every call
+        return output_logits(self.params, hs[-1])
+
+    def sample(self, n, length, seed=None, temperature=1.0, top_k=None, prompt=None):
+        """Ancestral samples w_t ~ softmax(f_t / temperature), shape (length, n) on the host.
+
+        Same arguments, draws and result as SequenceModel.sample, but the state h is carried
+        from step to step: O(1) work per token instead of re-running the history.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        rng = np.random.default_rng(seed)
+        xp = get_xp(*self.params.values())
+        hist = np.zeros((0, n), dtype=np.int64) if prompt is None else np.asarray(prompt, dtype=np.int64)
+        hist = np.repeat(hist[:, None], n, axis=1) if hist.ndim == 1 else hist
+        check_targets(hist, self.vocab_size, name="prompt ids")
+        if hist.ndim != 2 or hist.shape[1] != n:
+            raise ValueError(f"prompt must be (T0,) or (T0, {n}) ids, got shape {hist.shape}")
+        W_h = self.params["W_h"]
+        h = xp.empty((n, self.H), dtype=self.dtype)
+        h[...] = self.params["W_init"]                          # h_0
+        out = [hist]
+        for w in to_device(hist, self.device):                  # feed the prompt
+            h = recurrence_step(W_h, h, input_drive(self.params, w[None])[0])
+        for _ in range(length - hist.shape[0]):
+            f = output_logits(self.params, h)                   # (n, V) f_t = b + W_o h_{t-1}
+            w = _draw(f, rng, temperature, top_k, self.vocab_size)
+            out.append(w)
+            h = recurrence_step(W_h, h, input_drive(self.params, to_device(w, self.device))[0])
+        return np.concatenate(out)[:length]

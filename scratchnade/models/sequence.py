@@ -1,0 +1,104 @@
+"""What the token-sequence models share: input checks, per-token log-probabilities, sampling.
+
+A batch is a time-major ``(p, B)`` integer array of token ids, one window of p tokens per
+column.  Every model predicts all p tokens of a window (the first from its bias or initial
+state), so
+
+    logits(x)         -> (p, B, V)   f_t, which may depend on x_<t only
+    log_prob(x)       -> (p, B)      log p(x_t | x_<t) in nats
+    loss_and_grads(x) -> mean NLL per token (nats) and the gradient of every parameter
+
+Subclasses implement ``logits`` and ``loss_and_grads``; sampling and log-probabilities come
+from here.  ``context`` is how many tokens a model can see (its order p; None for the RNN).
+"""
+import numpy as np
+
+from ..backend import asnumpy, get_xp, to_device
+from ..functional import check_targets, logsumexp, token_log_prob
+from ..train import mode
+from .base import Model
+
+
+class SequenceModel(Model):
+    """Base of SoftmaxFVSBN, SequenceNADE, DeepNADE and RecurrentNADE."""
+    vocab_size: int
+    context = None            # order p of a windowed model; None when unbounded (RNN)
+
+    def check_tokens(self, x):
+        """x on the model's device, checked: a (T, B) integer array of ids in [0, V)."""
+        x = to_device(x, self.device)
+        if x.ndim != 2:
+            raise ValueError(f"token batches are time-major (T, B) arrays, got shape {tuple(x.shape)}")
+        if self.context is not None and x.shape[0] > self.context:
+            raise ValueError(f"window of {x.shape[0]} tokens is longer than the model's order p = {self.context}")
+        check_targets(x, self.vocab_size, name="token ids")
+        return x
+
+    def logits(self, x):
+        """Output pre-activations f_t for every position, shape (T, B, V)."""
+        raise NotImplementedError
+
+    def log_prob(self, x):
+        """log p(x_t | x_<t) in nats for every token, shape (T, B)."""
+        x = self.check_tokens(x)
+        with self.eval_mode():
+            f = self.logits(x)
+        T, B, V = f.shape
+        return token_log_prob(f.reshape(T * B, V), x.reshape(T * B)).reshape(T, B)
+
+    def loss(self, x):
+        """Mean NLL per token (nats), no gradients."""
+        return -float(self.log_prob(x).mean())
+
+    def batch_weight(self, x):
+        return int(x.size)
+
+    def eval_mode(self):
+        return mode(self, False)
+
+    def next_token_logits(self, history):
+        """f for the token after `history` (T, B), shape (B, V).
+
+        Default: re-run the window of the last (p - 1) tokens plus a placeholder and read its
+        last position, which by the autoregressive property ignores the placeholder.
+        Recurrent models override this with a step of their recurrence.
+        """
+        xp = get_xp(history)
+        keep = history.shape[0] if self.context is None else min(history.shape[0], self.context - 1)
+        window = xp.concatenate([history[history.shape[0] - keep:],
+                                 xp.zeros((1, history.shape[1]), dtype=history.dtype)])
+        with self.eval_mode():
+            return self.logits(window)[-1]
+
+    def sample(self, n, length, seed=None, temperature=1.0, top_k=None, prompt=None):
+        """Ancestral samples w_t ~ softmax(f_t / temperature), shape (length, n) on the host.
+
+        prompt: optional (T0,) or (T0, n) ids to continue; the result then starts with it.
+        top_k: keep only the k most likely tokens at each step (None keeps all).
+        Longer than the model's order p, a windowed model conditions on the last p - 1 tokens.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        rng = np.random.default_rng(seed)
+        xp = get_xp(*self.params.values())
+        if prompt is None:
+            hist = np.zeros((0, n), dtype=np.int64)
+        else:
+            hist = np.asarray(prompt, dtype=np.int64)
+            hist = np.repeat(hist[:, None], n, axis=1) if hist.ndim == 1 else hist
+            check_targets(hist, self.vocab_size, name="prompt ids")
+        out = [hist]
+        history = to_device(hist, self.device)
+        for _ in range(length - hist.shape[0]):
+            f = self.next_token_logits(history).astype(xp.float64) / temperature   # (n, V)
+            if top_k is not None:
+                kth = xp.sort(f, axis=1)[:, -top_k][:, None]
+                f = xp.where(f >= kth, f, -xp.inf)
+            prob = asnumpy(xp.exp(f - logsumexp(f, axis=1, keepdims=True)))         # host (n, V)
+            cdf = np.cumsum(prob, axis=1)
+            u = rng.random((n, 1)) * cdf[:, -1:]
+            w = np.minimum((cdf < u).sum(axis=1), self.vocab_size - 1)[None]      # inverse-cdf draw
+            out.append(w)
+            history = xp.concatenate([history, to_device(w, self.device)])
+        return np.concatenate(out)[:length]
+
