@@ -8,3 +8,4 @@ from .fvsbn import FVSBN
 from .gaussian_ar import LinearGaussianAR
 from .nade import NADE
 from .recurrent_nade import RecurrentNADE
+from .softmax_fvsbn import SoftmaxFVSBN
