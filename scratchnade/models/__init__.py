@@ -9,3 +9,4 @@ from .gaussian_ar import LinearGaussianAR
 from .nade import NADE
 from .recurrent_nade import RecurrentNADE
 from .softmax_fvsbn import SoftmaxFVSBN
+from .deep_nade import DeepNADE
