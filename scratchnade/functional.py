@@ -7,7 +7,7 @@ Each backward takes whatever its forward already computed (``y`` for sigmoid,
 All losses start from logits (pre-activations): ``softplus`` and ``log_softmax`` are
 written with a max-shift so that logits of +-1e4 give finite values and gradients.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 

@@ -8,7 +8,6 @@ from hypothesis import given, settings, strategies as st
 from scratchnade import functional
 from scratchnade.backend import asnumpy, to_device
 from scratchnade.gradcheck import check_grads, check_model
-from scratchnade.models import recurrent_nade as rn
 from scratchnade.models.recurrent_nade import RecurrentNADE, backward, forward
 from scratchnade.models.sequence import SequenceModel
 

@@ -10,3 +10,4 @@ from .nade import NADE
 from .recurrent_nade import RecurrentNADE
 from .softmax_fvsbn import SoftmaxFVSBN
 from .deep_nade import DeepNADE
+from .sequence_nade import SequenceNADE

@@ -48,10 +48,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..backend import default_device, device_of, get_xp, resolve_dtype, scatter_add, to_device
+from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
 from ..functional import (check_targets, dropout_mask, relu_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
-from .sequence import SequenceModel
+from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer
 
 
 class DeepNADECache(NamedTuple):
@@ -78,37 +78,6 @@ def _check_input(params, x):
     check_targets(x, V, name="token ids")
 
 
-def _cumsum_(a):
-    """a[t] <- sum_{s<=t} a[s] along axis 0, in place (no (T, ...) temporary)."""
-    for t in range(1, a.shape[0]):
-        a[t] += a[t - 1]
-    return a
-
-
-def _reverse_cumsum_(a):
-    """a[s] <- sum_{t>=s} a[t] along axis 0, in place."""
-    for s in range(a.shape[0] - 2, -1, -1):
-        a[s] += a[s + 1]
-    return a
-
-
-def _flat_rows(x, V):
-    """Row index s*V + x_s of each token in a (p*V, H) view of a (p, V, H) array.  (T, B) -> (T*B,)."""
-    xp = get_xp(x)
-    return (xp.arange(x.shape[0])[:, None] * V + x).reshape(-1)
-
-
-def _grad_buffer(out, name, like):
-    """out[name] when given (checked), else a new array like `like`."""
-    xp = get_xp(like)
-    buf = None if out is None else out.get(name)
-    if buf is None:
-        return xp.empty_like(like)
-    if tuple(buf.shape) != tuple(like.shape) or buf.dtype != like.dtype:
-        raise ValueError(f"gradient buffer {name!r} must be {like.dtype} of shape {tuple(like.shape)}")
-    return buf
-
-
 # ----------------------------------------------------------------------------- forward
 
 def first_layer(W, c0, x, mask=None):
@@ -124,7 +93,7 @@ def first_layer(W, c0, x, mask=None):
     a[1:] = W[xp.arange(T - 1)[:, None], x[:-1]]        # e_s = W_s^T x_s, a row gather, s < T
     if mask is not None:
         a[1:] *= mask[:-1]                              # input dropout
-    _cumsum_(a)                                         # sum_{s<t} e_s
+    cumsum_(a)                                         # sum_{s<t} e_s
     a += c0[:T, None]                                   # + c_{0,t}
     return xp.maximum(a, 0.0, out=a)                    # h_{0,t}
 
@@ -138,7 +107,7 @@ def hidden_layer(V_l, c_l, h):
     xp = get_xp(V_l, h)
     T = h.shape[0]
     a = xp.matmul(h, V_l[:T].transpose(0, 2, 1))       # g_s = V_{l,s} h_{l-1,s}, batched matmul
-    _cumsum_(a)                                         # sum_{s<=t} g_s
+    cumsum_(a)                                         # sum_{s<=t} g_s
     a += c_l[:T, None]                                  # + c_{l,t}
     return xp.maximum(a, 0.0, out=a)                    # h_{l,t}
 
@@ -162,7 +131,7 @@ def output_logits(W, b, h, out=None):
     if out is not None and tuple(out.shape) != (T, B, W.shape[1]):
         raise ValueError(f"out must have shape {(T, B, W.shape[1])}, got {tuple(out.shape)}")
     f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
-    _cumsum_(f)                                         # sum_{s<=t} G_s
+    cumsum_(f)                                         # sum_{s<=t} G_s
     f += b[:T, None]                                    # + b_t
     return f
 
@@ -202,7 +171,7 @@ def hidden_layer_backward(dh, h, h_prev, V_l):
     T = dh.shape[0]
     da = relu_backward(dh, h)                           # h > 0 exactly where a > 0
     dc = da.sum(axis=1)                                 # dc_{l,t}
-    dg = _reverse_cumsum_(da)                           # dg_s = sum_{t>=s} da_t
+    dg = reverse_cumsum_(da)                           # dg_s = sum_{t>=s} da_t
     dV = xp.matmul(dg.transpose(0, 2, 1), h_prev)       # dV_{l,s}
     return xp.matmul(dg, V_l[:T]), dV, dc               # dh_{l-1,s}
 
@@ -222,10 +191,10 @@ def first_layer_backward(dh0, h0, x, mask, dW):
     p, V, _ = dW.shape
     da = relu_backward(dh0, h0)                         # da_{0,t}
     dc0 = da.sum(axis=1)                                # dc_{0,t}
-    de = _reverse_cumsum_(da[1:])                       # de_s = sum_{t>s} da_t, s = 0..T-2
+    de = reverse_cumsum_(da[1:])                       # de_s = sum_{t>s} da_t, s = 0..T-2
     if mask is not None:
         de *= mask[:-1]                                 # through the dropout
-    scatter_add(dW.reshape(p * V, H), _flat_rows(x[:-1], V), de.reshape(-1, H))
+    scatter_add(dW.reshape(p * V, H), flat_rows(x[:-1], V), de.reshape(-1, H))
     return dc0
 
 
@@ -249,9 +218,9 @@ def backward(dloss, cache, out=None):
     T, B, H = hs[0].shape
     V = b.shape[1]
     df = softmax_cross_entropy_backward(dloss, ce, out=ce.probs).reshape(T, B, V)   # df_t
-    grads = {"W": _grad_buffer(out, "W", W), "b": xp.zeros_like(b), "c0": xp.zeros_like(params["c0"])}
+    grads = {"W": grad_buffer(out, "W", W), "b": xp.zeros_like(b), "c0": xp.zeros_like(params["c0"])}
     grads["b"][:T] = df.sum(axis=1)                     # db_t
-    dG = _reverse_cumsum_(df)                           # dG_s = sum_{t>=s} df_t
+    dG = reverse_cumsum_(df)                           # dG_s = sum_{t>=s} df_t
     dW = grads["W"]
     xp.matmul(dG.transpose(0, 2, 1), hs[-1], out=dW[:T])    # dW_s = dG_s^T h_{L-1,s}, output use
     dW[T:] = 0.0
@@ -319,18 +288,6 @@ class DeepNADE(SequenceModel):
         self.vocab_size, self.context, self.dropout = vocab_size, p, dropout
         self._rng = np.random.default_rng([seed, 1])   # dropout masks, apart from the init stream
         self._buffers = {}
-
-    def _buffer(self, name, shape):
-        """A reusable array of `shape` on the model's device and dtype (kept while they match).
-
-        Flat and only growing, so a short last batch does not reallocate.
-        """
-        W = self.params["W"]
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != W.dtype or device_of(buf) != device_of(W):
-            buf = self._buffers[name] = get_xp(W).empty(size, dtype=W.dtype)
-        return buf[:size].reshape(shape)
 
     def _mask(self, x):
         """A dropout mask (T, B, H) for e_s when training with dropout > 0, else None."""

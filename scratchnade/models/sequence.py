@@ -13,7 +13,7 @@ from here.  ``context`` is how many tokens a model can see (its order p; None fo
 """
 import numpy as np
 
-from ..backend import asnumpy, get_xp, to_device
+from ..backend import asnumpy, device_of, get_xp, to_device
 from ..functional import check_targets, logsumexp, token_log_prob
 from ..train import mode
 from .base import Model
@@ -52,6 +52,20 @@ class SequenceModel(Model):
 
     def batch_weight(self, x):
         return int(x.size)
+
+    def _buffer(self, name, shape):
+        """A reusable array of `shape` on the model's device and dtype (kept while they match).
+
+        Flat and only growing, so a short last batch does not reallocate.  The big (T*B, V)
+        logits and the gradient arrays live here between steps (DESIGN: reuse big buffers).
+        """
+        ref = next(iter(self.params.values()))
+        buffers = self.__dict__.setdefault("_buffers", {})
+        size = int(np.prod(shape))
+        buf = buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != ref.dtype or device_of(buf) != device_of(ref):
+            buf = buffers[name] = get_xp(ref).empty(size, dtype=ref.dtype)
+        return buf[:size].reshape(shape)
 
     def eval_mode(self):
         return mode(self, False)
@@ -102,3 +116,35 @@ class SequenceModel(Model):
             history = xp.concatenate([history, to_device(w, self.device)])
         return np.concatenate(out)[:length]
 
+
+# ----------------------------------------------------------------------------- shared pieces
+
+def cumsum_(a):
+    """a[t] <- sum_{s<=t} a[s] along axis 0, in place (no (T, ...) temporary)."""
+    for t in range(1, a.shape[0]):
+        a[t] += a[t - 1]
+    return a
+
+
+def reverse_cumsum_(a):
+    """a[s] <- sum_{t>=s} a[t] along axis 0, in place."""
+    for s in range(a.shape[0] - 2, -1, -1):
+        a[s] += a[s + 1]
+    return a
+
+
+def flat_rows(x, V):
+    """Row index s*V + x_s of each token in a (p*V, H) view of a (p, V, H) array.  (T, B) -> (T*B,)."""
+    xp = get_xp(x)
+    return (xp.arange(x.shape[0])[:, None] * V + x).reshape(-1)
+
+
+def grad_buffer(out, name, like):
+    """out[name] when given (checked), else a new array like `like`."""
+    xp = get_xp(like)
+    buf = None if out is None else out.get(name)
+    if buf is None:
+        return xp.empty_like(like)
+    if tuple(buf.shape) != tuple(like.shape) or buf.dtype != like.dtype:
+        raise ValueError(f"gradient buffer {name!r} must be {like.dtype} of shape {tuple(like.shape)}")
+    return buf

@@ -39,10 +39,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..backend import default_device, device_of, get_xp, resolve_dtype, scatter_add, to_device
+from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
 from ..functional import (check_targets, dropout_mask, embedding, embedding_backward,
                           softmax_cross_entropy, softmax_cross_entropy_backward)
-from .sequence import SequenceModel
+from .sequence import SequenceModel, cumsum_, reverse_cumsum_, grad_buffer
 
 ENCODINGS = ("onehot", "embedding")
 MAX_ONEHOT_ENTRIES = 2 ** 28   # p V^2 limit of the one-hot P: 1 GiB in float32 (Adam holds 4 copies)
@@ -79,31 +79,6 @@ def _check_input(params, w, mask=None):
         raise ValueError(f"dropout mask must have shape {mask_shape(params, w)}, got {tuple(mask.shape)}")
 
 
-def _cumsum_(a):
-    """a[t] <- sum_{s<=t} a[s] along axis 0, in place (no (T, ...) temporary)."""
-    for t in range(1, a.shape[0]):
-        a[t] += a[t - 1]
-    return a
-
-
-def _reverse_cumsum_(a):
-    """a[s] <- sum_{t>=s} a[t] along axis 0, in place."""
-    for s in range(a.shape[0] - 2, -1, -1):
-        a[s] += a[s + 1]
-    return a
-
-
-def _grad_buffer(out, name, like):
-    """out[name] when given (checked), else a new array like `like`."""
-    xp = get_xp(like)
-    buf = None if out is None else out.get(name)
-    if buf is None:
-        return xp.empty_like(like)
-    if tuple(buf.shape) != tuple(like.shape) or buf.dtype != like.dtype:
-        raise ValueError(f"gradient buffer {name!r} must be {like.dtype} of shape {tuple(like.shape)}")
-    return buf
-
-
 # ----------------------------------------------------------------------------- forward
 
 def output_logits(params, w, mask=None, out=None):
@@ -135,7 +110,7 @@ def output_logits(params, w, mask=None, out=None):
             if mask is not None:
                 xs *= mask[:T - 1]                          # embedding dropout
             xp.matmul(xs, P[:T - 1].transpose(0, 2, 1), out=G)   # G_s = P_s x_s, batched
-        _cumsum_(G)                                         # f_t = sum_{s<t} G_s
+        cumsum_(G)                                         # f_t = sum_{s<t} G_s
     f += b[:T, None]                                        # + b_t
     return f, xs
 
@@ -190,15 +165,15 @@ def backward(dloss, cache, out=None):
     df = softmax_cross_entropy_backward(dloss, ce, out=ce.probs).reshape(T, B, V)   # df_t
     db = xp.zeros_like(b)
     db[:T] = df.sum(axis=1)                                 # db_t
-    dP = _grad_buffer(out, "P", P)
+    dP = grad_buffer(out, "P", P)
     grads = {"b": db, "P": dP}
     if "E" in params:
-        dE = grads["E"] = _grad_buffer(out, "E", params["E"])
+        dE = grads["E"] = grad_buffer(out, "E", params["E"])
         dE[...] = 0.0                                       # dense; only rows w_s get values
     if T == 1:
         dP[...] = 0.0                                       # f_1 = b_1 uses no P
         return grads
-    dG = _reverse_cumsum_(df[1:])                           # dG[s] = dG_s = sum_{t>s} df_t
+    dG = reverse_cumsum_(df[1:])                           # dG[s] = dG_s = sum_{t>s} df_t
     if "E" not in params:
         if mask is not None:
             dG *= mask[:T - 1, :, None]                     # through the token dropout
@@ -295,18 +270,6 @@ class SoftmaxFVSBN(SequenceModel):
     def to(self, device):
         self._buffers = {}
         return super().to(device)
-
-    def _buffer(self, name, shape):
-        """A reusable array of `shape` on the model's device and dtype (kept while they match).
-
-        The logits buffer is flat and only grows, so a short last batch does not reallocate.
-        """
-        P = self.params["P"]
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != P.dtype or device_of(buf) != device_of(P):
-            buf = self._buffers[name] = get_xp(P).empty(size, dtype=P.dtype)
-        return buf[:size].reshape(shape)
 
     def _mask(self, w):
         """An input-dropout mask for windows w when training with dropout > 0, else None."""
