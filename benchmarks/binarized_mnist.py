@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay", type=float, default=0.5, help="lr factor when validation stalls")
+    p.add_argument("--epoch-decay", type=float, default=1.0, help="lr factor after every epoch (1 = off)")
+    p.add_argument("--set-lr", type=float, default=None, help="on resume, replace the saved learning rate")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--init-scale", type=float, default=0.01)
     p.add_argument("--patience", type=int, default=4, help="stalled epochs before stopping (lr decays at half)")
@@ -70,7 +72,9 @@ def main(argv=None):
         opt.load_state_dict({"type": meta["optimizer"], "hyper": meta["optimizer_hyper"],
                              "t": meta["optimizer_t"], "arrays": optim}, model.params)
         state = {k: meta[k] for k in state}
-        print(f"# resumed {run} at epoch {state['epoch']}", file=sys.stderr)
+        if args.set_lr is not None:
+            opt.lr = args.set_lr
+        print(f"# resumed {run} at epoch {state['epoch']}, lr {opt.lr}", file=sys.stderr)
     else:
         if args.model == "nade":
             model.init_bias(train)
@@ -92,6 +96,7 @@ def main(argv=None):
             state.update(best_valid=v, best_epoch=epoch)
         elif state["stalled"] >= max(1, args.patience // 2):
             opt.lr *= args.lr_decay                             # decay when validation stalls
+        opt.lr *= args.epoch_decay
         row = {"epoch": epoch, "train_nll": hist.train_loss[-1], "valid_nll": v, "lr": opt.lr,
                "seconds": round(sec, 1)}
         state["log"].append(row)
