@@ -1,0 +1,197 @@
+"""WikiText-2: training throughput and learning curves of our models against the same equations in PyTorch.
+
+    python benchmarks/wikitext2.py speed [--threads 1] [--steps 8]
+    python benchmarks/wikitext2.py train --model rnn [--tied] [--tokens 1044314] [--eval-every 262144] [--torch]
+    python benchmarks/wikitext2.py train --model nade --order 8 --epochs 3
+
+`speed` times forward + backward + Adam step (float32, B = 32, H = 256, V = 33,278) for the
+recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternating ours and
+PyTorch's step by step in one process, and prints tokens/s and the ratio.
+
+`train` trains on the training split (RNN: consecutive stream batches with the state carried
+across chunks; NADE: shuffled p-token segments), evaluates validation perplexity every
+`--eval-every` tokens (chunked: independent p-token windows, each from the initial state / with
+the history inside the window, as trained), and test perplexity at the end.  With `--torch` the
+PyTorch twin starts from the same parameters and sees the same batches, and both curves print.
+One JSON line per result.  Needs the data (SCRATCHNADE_DATA or --data-dir) and, for the
+comparison, torch (CPU build).
+"""
+import argparse
+import os
+import sys
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["speed", "train"])
+    p.add_argument("--model", choices=["rnn", "nade"], default="rnn")
+    p.add_argument("--tied", action="store_true")
+    p.add_argument("--order", type=int, default=None, help="window p (default 35 for rnn, 8 for nade)")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--clip", type=float, default=0.25)
+    p.add_argument("--init-scale", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--epochs", type=float, default=None, help="training budget in epochs (or --tokens)")
+    p.add_argument("--tokens", type=int, default=None, help="training budget in tokens")
+    p.add_argument("--eval-every", type=int, default=262_144, help="tokens between validation runs")
+    p.add_argument("--torch", action="store_true", help="train the PyTorch twin beside ours")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per model (speed)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS / torch threads (default: library default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    return p.parse_args(argv)
+
+
+args = parse(sys.argv[1:] if __name__ == "__main__" else [])
+if args.threads:  # must happen before NumPy loads its BLAS
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from scratchnade.data.text import load_wikitext2, stream_batches, window_batches  # noqa: E402
+from scratchnade.evaluate import perplexity  # noqa: E402
+from scratchnade.models import RecurrentNADE, SequenceNADE  # noqa: E402
+from scratchnade.optim import Adam  # noqa: E402
+
+V_WIKITEXT2 = 33_278
+
+
+def build(kind, V, p, a):
+    if kind == "rnn":
+        return RecurrentNADE(V, H=a.hidden, tied=a.tied, carry_state=True, dropout=a.dropout,
+                             init_scale=a.init_scale, seed=a.seed)
+    return SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale, seed=a.seed)
+
+
+def torch_step_fn(model, lr, clip):
+    """A closure x -> loss that does one PyTorch step on the twin of `model` (state carried for the RNN)."""
+    import torch
+    from torch_twins import twin
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = twin(model)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    state = {"h": None}
+
+    def step(x):
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        h = state["h"] if state["h"] is not None and state["h"].shape[0] == x.shape[1] else None
+        opt.zero_grad(set_to_none=True)
+        loss, state["h"] = net(xt, h if kind_of(model) == "rnn" else None)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        return loss.item()
+
+    def reset():
+        state["h"] = None
+    step.reset, step.net = reset, net
+    return step
+
+
+def kind_of(model):
+    return "rnn" if isinstance(model, RecurrentNADE) else "nade"
+
+
+def our_step_fn(model, lr, clip):
+    opt = Adam(lr=lr, clip=clip)
+
+    def step(x):
+        loss, grads = model.loss_and_grads(x)
+        opt.step(model.params, grads)
+        return loss
+    return step
+
+
+def speed():
+    """tokens/s of ours and PyTorch's on random ids at WikiText-2's vocabulary."""
+    rng = np.random.default_rng(args.seed)
+    for kind, p, tied in [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]:
+        args.tied = tied
+        model = build(kind, V_WIKITEXT2, p, args)
+        ours, theirs = our_step_fn(model, 1e-3, None), torch_step_fn(model, 1e-3, None)
+        xs = rng.integers(0, V_WIKITEXT2, size=(args.steps + 1, p, args.batch_size))
+        times = {"ours": [], "torch": []}
+        for i, x in enumerate(xs):
+            order = (("ours", ours), ("torch", theirs)) if i % 2 == 0 else (("torch", theirs), ("ours", ours))
+            for name, fn in order:
+                t0 = time.perf_counter()
+                fn(x)
+                if i > 0:                                      # step 0 allocates buffers and Adam state
+                    times[name].append(time.perf_counter() - t0)
+        tok = p * args.batch_size
+        o, t = tok / np.median(times["ours"]), tok / np.median(times["torch"])
+        print(json.dumps({"benchmark": "wikitext2_speed", "model": kind, "p": p, "tied": tied, "B": args.batch_size,
+                          "H": args.hidden, "V": V_WIKITEXT2, "threads": args.threads or "default",
+                          "ours_tok_s": round(o), "torch_tok_s": round(t), "ratio": round(o / t, 2),
+                          "steps": args.steps}), flush=True)
+
+
+def torch_perplexity(step, ids, p):
+    """Chunked perplexity of the twin: independent p-token windows from the initial state."""
+    import torch
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x in window_batches(ids, p, 256, shuffle=False):
+            loss, _ = step.net(torch.from_numpy(np.ascontiguousarray(x)))
+            total, count = total + float(loss) * x.size, count + x.size
+    return math.exp(total / count)
+
+
+def train():
+    corpus = load_wikitext2(args.data_dir)
+    kind = args.model
+    p = args.order or (35 if kind == "rnn" else 8)
+    model = build(kind, corpus.vocab_size, p, args)
+    ours = our_step_fn(model, args.lr, args.clip)
+    theirs = torch_step_fn(model, args.lr, args.clip) if args.torch else None
+    epoch_tokens = corpus.train.size
+    budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
+    seen, next_eval, epoch, started = 0, args.eval_every, 0, time.perf_counter()
+
+    def report(final=False):
+        row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
+               "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
+               "minutes": round((time.perf_counter() - started) / 60, 1),
+               "ours_valid_ppl": round(perplexity(model, corpus.valid, p)["ppl"], 1)}
+        if theirs is not None:
+            row["torch_valid_ppl"] = round(torch_perplexity(theirs, corpus.valid, p), 1)
+        if final:
+            row["ours_test_ppl_chunked"] = round(perplexity(model, corpus.test, p)["ppl"], 1)
+        row["eval"] = "chunked: independent p-token windows (as trained, state not carried)"
+        print(json.dumps(row), flush=True)
+
+    while seen < budget:
+        epoch += 1
+        if kind == "rnn":
+            batches = stream_batches(corpus.train, p, args.batch_size, drop_last=True)
+            model.reset_state()
+            if theirs is not None:
+                theirs.reset()
+        else:
+            batches = window_batches(corpus.train, p, args.batch_size, rng=np.random.default_rng([args.seed, epoch]),
+                                     drop_last=True)
+        for x in batches:
+            ours(x)
+            if theirs is not None:
+                theirs(x)
+            seen += x.size
+            if seen >= next_eval:
+                report()
+                next_eval += args.eval_every
+            if seen >= budget:
+                break
+    report(final=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # for torch_twins
+    speed() if args.what == "speed" else train()
