@@ -49,7 +49,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
-from ..functional import (check_targets, dropout_mask, relu_backward, softmax_cross_entropy,
+from ..functional import (check_targets, relu_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
 from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer
 
@@ -289,17 +289,10 @@ class DeepNADE(SequenceModel):
         self._rng = np.random.default_rng([seed, 1])   # dropout masks, apart from the init stream
         self._buffers = {}
 
-    def _mask(self, x):
-        """A dropout mask (T, B, H) for e_s when training with dropout > 0, else None."""
-        if not (self.training and self.dropout > 0):
-            return None
-        T, B = x.shape
-        return dropout_mask((T, B, self.config["H"]), self.dropout, self._rng, self.params["W"])
-
     def logits(self, x):
         """f_t for every position of windows x (T, B): (T, B, V), a new array."""
         x = self.check_tokens(x)
-        hs = hidden_states(self.params, x, self._mask(x))
+        hs = hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"])))
         return output_logits(self.params["W"], self.params["b"], hs[-1])
 
     def loss_and_grads(self, x):
@@ -308,5 +301,5 @@ class DeepNADE(SequenceModel):
         T, B = x.shape
         W = self.params["W"]
         f = self._buffer("f", (T, B, W.shape[1]))
-        loss, cache = forward(self.params, x, self._mask(x), out=f)
+        loss, cache = forward(self.params, x, self._dropout_mask((*x.shape, self.config["H"])), out=f)
         return float(loss), backward(1.0, cache, out={"W": self._buffer("dW", W.shape)})

@@ -29,9 +29,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
-from ..functional import (check_targets, dropout_backward, dropout_mask, embedding,
-                          embedding_backward, logsumexp, sigmoid, softmax_cross_entropy,
-                          softmax_cross_entropy_backward)
+from ..functional import (check_targets, dropout_backward, embedding, embedding_backward,
+                          logsumexp, sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward)
 from .sequence import SequenceModel
 
 
@@ -260,7 +259,7 @@ class RecurrentNADE(SequenceModel):
         self.tied, self.carry_state, self.dropout = tied, carry_state, dropout
         self.config = {"vocab_size": V, "H": H, "tied": tied, "carry_state": carry_state,
                        "dropout": dropout, "init_scale": init_scale, "seed": seed, "dtype": dt.name}
-        self._mask_rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout stream
+        self._rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout stream
         self._buffers = {}
         self._state = None
 
@@ -293,12 +292,6 @@ class RecurrentNADE(SequenceModel):
             return None
         return s
 
-    def _masks(self, x):
-        """A fresh (T, B, H) input-dropout mask while training, else None."""
-        if not self.training or self.dropout == 0:
-            return None
-        return dropout_mask((*x.shape, self.H), self.dropout, self._mask_rng, self.params["W_o"])
-
     # --- the model ------------------------------------------------------------
     def loss_and_grads(self, x, masks=None):
         """Mean NLL per token (nats) of window x (T, B) and the gradients of every parameter.
@@ -309,7 +302,7 @@ class RecurrentNADE(SequenceModel):
         x = self.check_tokens(x)
         T, B = x.shape
         V = self.vocab_size
-        masks = self._masks(x) if masks is None else to_device(masks, self.device)
+        masks = self._dropout_mask((*x.shape, self.H)) if masks is None else to_device(masks, self.device)
         buffers = {"W_o": self._buffer("dW_o", (V, self.H))}
         if not self.tied:
             buffers["W_x"] = self._buffer("dW_x", (self.H, V))
@@ -325,7 +318,7 @@ class RecurrentNADE(SequenceModel):
         x = self.check_tokens(x)
         _check_input(self.params, x)
         T, B = x.shape
-        hs = hidden_states(self.params, x, masks=self._masks(x))
+        hs = hidden_states(self.params, x, masks=self._dropout_mask((*x.shape, self.H)))
         return output_logits(self.params, hs[:T].reshape(T * B, self.H)).reshape(T, B, -1)
 
     def next_token_logits(self, history):

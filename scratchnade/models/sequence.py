@@ -14,7 +14,7 @@ from here.  ``context`` is how many tokens a model can see (its order p; None fo
 import numpy as np
 
 from ..backend import asnumpy, device_of, get_xp, to_device
-from ..functional import check_targets, logsumexp, token_log_prob
+from ..functional import check_targets, dropout_mask, logsumexp, token_log_prob
 from ..train import mode
 from .base import Model
 
@@ -66,6 +66,16 @@ class SequenceModel(Model):
         if buf is None or buf.size < size or buf.dtype != ref.dtype or device_of(buf) != device_of(ref):
             buf = buffers[name] = get_xp(ref).empty(size, dtype=ref.dtype)
         return buf[:size].reshape(shape)
+
+    def _dropout_mask(self, shape):
+        """An inverted-dropout mask of `shape` while training with dropout > 0, else None.
+
+        Drawn on the host from the model's own stream ``self._rng`` (seeded apart from the
+        initialisation), so a seed gives the same masks on every device.
+        """
+        if not (self.training and self.dropout > 0):
+            return None
+        return dropout_mask(shape, self.dropout, self._rng, next(iter(self.params.values())))
 
     def eval_mode(self):
         return mode(self, False)

@@ -39,8 +39,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
-from ..functional import (check_targets, dropout_mask, sigmoid, sigmoid_backward,
-                          softmax_cross_entropy, softmax_cross_entropy_backward)
+from ..functional import (check_targets, sigmoid, sigmoid_backward, softmax_cross_entropy,
+                          softmax_cross_entropy_backward)
 from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer
 
 
@@ -224,17 +224,10 @@ class SequenceNADE(SequenceModel):
         self._rng = np.random.default_rng(None if seed is None else [seed, 1])   # dropout masks
         self._buffers = {}
 
-    def _mask(self, x):
-        """A dropout mask (T, B, H) for e_s when training with dropout > 0, else None."""
-        if not (self.training and self.dropout > 0):
-            return None
-        T, B = x.shape
-        return dropout_mask((T, B, self.config["H"]), self.dropout, self._rng, self.params["W"])
-
     def logits(self, x):
         """f_t for every position of windows x (T, B): (T, B, V), a new array."""
         x = self.check_tokens(x)
-        return output_logits(self.params, hidden_states(self.params, x, self._mask(x)))
+        return output_logits(self.params, hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"]))))
 
     def loss_and_grads(self, x):
         """Mean NLL per token (nats) of windows x (T, B) and the gradients (see buffer reuse)."""
@@ -242,6 +235,6 @@ class SequenceNADE(SequenceModel):
         T, B = x.shape
         p, V, H = self.params["W"].shape
         f = self._buffer("f", (T, B, V))
-        loss, cache = forward(self.params, x, self._mask(x), out=f)
+        loss, cache = forward(self.params, x, self._dropout_mask((*x.shape, self.config["H"])), out=f)
         out = {k: self._buffer("d" + k, (p, V, H)) for k in ("W", "V") if k in self.params}
         return float(loss), backward(1.0, cache, out=out)

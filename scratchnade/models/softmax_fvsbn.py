@@ -40,8 +40,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
-from ..functional import (check_targets, dropout_mask, embedding, embedding_backward,
-                          softmax_cross_entropy, softmax_cross_entropy_backward)
+from ..functional import (check_targets, embedding, embedding_backward, softmax_cross_entropy,
+                          softmax_cross_entropy_backward)
 from .sequence import SequenceModel, cumsum_, reverse_cumsum_, grad_buffer
 
 ENCODINGS = ("onehot", "embedding")
@@ -271,16 +271,10 @@ class SoftmaxFVSBN(SequenceModel):
         self._buffers = {}
         return super().to(device)
 
-    def _mask(self, w):
-        """An input-dropout mask for windows w when training with dropout > 0, else None."""
-        if not (self.training and self.dropout > 0):
-            return None
-        return dropout_mask(mask_shape(self.params, w), self.dropout, self._rng, self.params["P"])
-
     def logits(self, w):
         """f_t for every position of windows w (T, B): (T, B, V), a new array."""
         w = self.check_tokens(w)
-        return logits(self.params, w, self._mask(w))
+        return logits(self.params, w, self._dropout_mask(mask_shape(self.params, w)))
 
     def loss_and_grads(self, w, mask=None):
         """Mean NLL per token (nats) of windows w (T, B) and the gradients (see buffer reuse).
@@ -290,7 +284,7 @@ class SoftmaxFVSBN(SequenceModel):
         """
         w = self.check_tokens(w)
         T, B = w.shape
-        mask = self._mask(w) if mask is None else to_device(mask, self.device).astype(self.dtype, copy=False)
+        mask = self._dropout_mask(mask_shape(self.params, w)) if mask is None else to_device(mask, self.device).astype(self.dtype, copy=False)
         f = self._buffer("f", (T, B, self.vocab_size))
         loss, cache = forward(self.params, w, mask, out=f)
         out = {k: self._buffer("d" + k, self.params[k].shape) for k in ("P", "E") if k in self.params}
