@@ -1,10 +1,12 @@
-"""The command line: ``python -m scratchnade {train,evaluate,sample,gradcheck} ...``.
+"""The command line: ``python -m scratchnade {train,evaluate,sample,exposure-bias,gradcheck} ...``.
 
     python -m scratchnade train --model rnn --hidden 64 --lr 0.01   # synthetic Markov tokens, known entropy
     python -m scratchnade train --model rnn --data wikitext-2 --hidden 256 --dropout 0.2 --clip 5
     python -m scratchnade train --resume runs/rnn-wikitext-2-20250101-120000 --epochs 20
     python -m scratchnade evaluate runs/rnn-wikitext-2-20250101-120000 --mode sliding
     python -m scratchnade sample runs/rnn-wikitext-2-20250101-120000 --prompt "the" --temperature 0.8
+    python -m scratchnade train --model rnn --data shakespeare-char --scheduled-sampling inverse-sigmoid
+    python -m scratchnade exposure-bias runs/rnn-shakespeare-char-20250101-120000
     python -m scratchnade gradcheck --model all
 
 Precedence of `train` options: built-in defaults < the model's and data kind's defaults <
@@ -28,7 +30,7 @@ from pathlib import Path
 from . import __version__
 from .backend import DeviceUnavailableError
 from .checkpoint import CheckpointError, load_checkpoint
-from .commands import cmd_evaluate, cmd_gradcheck, cmd_sample
+from .commands import cmd_evaluate, cmd_exposure_bias, cmd_gradcheck, cmd_sample
 from .data.download import MissingDataError
 from .registry import (DATASETS, KIND_DEFAULTS, MODELS, ModelUnavailable, build_model, data_spec, load_data,
                        model_spec)
@@ -43,7 +45,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 
 DEFAULTS = {}         # run-config key -> built-in default (flags parse to SUPPRESS when absent)
 MODEL_KEYS = ("hidden", "order", "layers", "tied", "embed_dim", "encoding", "form", "start", "carry_state",
-              "dropout", "init_scale")
+              "dropout", "init_scale", "scheduled_sampling", "ss_k", "ss_c", "ss_min")
+SS_KEYS = ("ss_k", "ss_c", "ss_min")
 DATA_KEYS = {"dim": "synthetic-fvsbn", "vocab": "synthetic-markov", "seq_len": "synthetic-ar"}
 RESUMABLE = {"epochs", "patience", "max_batches", "progress", "plot", "device", "data_dir", "download",
              "eval_batch_size", "eval_mode", "lr", "clip", "lr_decay", "lr_patience"}
@@ -75,6 +78,14 @@ def _add_train_options(p):
                                                "on contiguous streams; reset every epoch)")
     _opt(g, "--dropout", type=float, help="input/embedding dropout probability (token models)")
     _opt(g, "--init-scale", type=float, help="std of the initial weights (default: the model's)")
+    _opt(g, "--scheduled-sampling", choices=["linear", "exponential", "inverse-sigmoid"],
+         help="rnn: scheduled sampling (Bengio et al. 2015): at step i feed the real token with probability "
+              "eps_i, else the model's own draw; eps_i decays linearly (max(min, k - c i)), exponentially "
+              "(k^i) or as an inverse sigmoid (k / (k + exp(i / k)))")
+    _opt(g, "--ss-k", type=float, help="scheduled sampling: k (default 1 linear, 0.999 exponential, "
+                                       "500 inverse-sigmoid)")
+    _opt(g, "--ss-c", type=float, help="scheduled sampling, linear: slope c per step (default 1e-3)")
+    _opt(g, "--ss-min", type=float, help="scheduled sampling: floor eps_min of eps_i (default 0)")
     g = p.add_argument_group("data")
     _opt(g, "--data", help=f"one of {', '.join(DATASETS)} (default: the synthetic source of the "
                            f"model's kind)")
@@ -175,6 +186,8 @@ def fresh_config(parser, explicit, file_cfg):
         used = key in spec.options or (key == "order" and spec.kind == "tokens")
         if key in given and given[key] is not None and not used:
             raise UsageError(f"--{key.replace('_', '-')} does not apply to model {spec.name}")
+    if any(given.get(k) is not None for k in SS_KEYS) and given.get("scheduled_sampling") is None:
+        raise UsageError("--ss-k, --ss-c and --ss-min need --scheduled-sampling")
     for key, source in DATA_KEYS.items():
         if key in given and data.name != source:
             raise UsageError(f"--{key.replace('_', '-')} only applies to --data {source}")
@@ -346,6 +359,7 @@ def build_parser():
             s.add_argument("--out", help="PNG for image samples (default RUN_DIR/samples.png)")
             s.add_argument("--complete", type=int, metavar="N",
                            help="also complete the bottom half of N test images")
+    _add_exposure_bias_parser(sub)
     g = sub.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)")
     g.add_argument("--model", default="all", help=f"one of {', '.join(MODELS)}, or all")
     g.add_argument("--seed", type=int, default=0, help="draws the sizes, parameters and batch")
@@ -353,6 +367,33 @@ def build_parser():
     g.add_argument("--device", default="cpu")
     g.set_defaults(func=cmd_gradcheck)
     return p
+
+
+def _add_exposure_bias_parser(sub):
+    e = sub.add_parser("exposure-bias", help="figures of the train / generate mismatch of a checkpoint",
+                       description="Writes into RUN_DIR/exposure-bias/: token models: position_nll.png (NLL "
+                                   "by position of real text and of the model's samples under a reference "
+                                   "n-gram) and drift.png (n-gram drift and distinct-n by position); binary "
+                                   "NADE / FVSBN: completions.png (top halves of test images completed); "
+                                   "gaussian-ar: k_step_error.png (free-running k-step error vs closed form). "
+                                   "Also summary.json with the numbers.")
+    e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its best.npz) or an .npz file")
+    e.add_argument("--device", default="cpu", help="cpu or gpu")
+    e.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+    e.add_argument("--data-dir", help="folder with the data sets")
+    e.add_argument("--download", action="store_true", default=None, help="download missing data")
+    e.add_argument("-n", type=int, help="samples and real windows (default 256), or images to complete (10)")
+    e.add_argument("--length", type=int, help="tokens per sequence (default 200), or the largest horizon k "
+                                              "of gaussian-ar (default 20)")
+    e.add_argument("--prompt-len", type=int, default=0,
+                   help="tokens: start every sample from this many real tokens (default 0: from scratch)")
+    e.add_argument("--ngram", type=int, help="order of the reference n-gram (default 4 for characters, 3 for words)")
+    e.add_argument("--window", type=int, default=20, help="tokens: positions per bin of the drift curves")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--top-k", type=int, help="tokens: sample among the k most likely tokens")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="output folder (default RUN_DIR/exposure-bias)")
+    e.set_defaults(func=cmd_exposure_bias)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""The commands that read a checkpoint: ``evaluate``, ``sample``, and ``gradcheck`` (no checkpoint).
+"""The commands that read a checkpoint: ``evaluate``, ``sample``, ``exposure-bias``; and ``gradcheck``.
 
 Each ``cmd_*(args)`` takes the parsed arguments of :mod:`scratchnade.cli` and returns an exit
 code; bad options raise :class:`scratchnade.runs.UsageError`, unusable checkpoints
@@ -153,6 +153,107 @@ def _sample_images(args, path, meta, model, info):
                                           f"3 completions"), out_c)
         print(f"{args.complete} half-image completions written to {out_c}")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- exposure bias
+
+def cmd_exposure_bias(args):
+    """Exposure-bias figures of a checkpoint in RUN_DIR/exposure-bias/ (or --out), plus summary.json."""
+    check_device(args.device)
+    path, meta, model = _open(args.target, args.device)
+    info = meta.get("data") or {}
+    kind = info.get("kind") or model_kind(model)
+    data, _ = data_for(meta, model, args, path)
+    out = Path(args.out) if args.out else path.parent / "exposure-bias"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(path), "model": type(model).__name__, "data": data.name, "kind": kind,
+               "seed": args.seed, "temperature": args.temperature}
+    make = {"tokens": _exposure_text, "binary": _exposure_images, "real": _exposure_ar}[kind]
+    figures = make(args, model, data, info, out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    for name in figures:
+        print(f"wrote {out / name}")
+    print(f"wrote {out / 'summary.json'}")
+    return EXIT_OK
+
+
+def _span_means(y, start):
+    """Mean of y over all positions from `start`, and over the first and last quarter of them."""
+    y = np.asarray(y)[start:]
+    q = max(1, len(y) // 4)
+    return {"all": float(y.mean()), "first_quarter": float(y[:q].mean()), "last_quarter": float(y[-q:].mean())}
+
+
+def _exposure_text(args, model, data, info, out, summary):
+    from matplotlib.figure import Figure
+    from .ngram import NGramModel
+    from .plots import position_curves, position_nll_curves, save_figure
+    from .sampling import distinct_n_by_position, drift_by_position, position_nll, random_windows
+    V, char = len(data.vocab), data.level == "char"
+    n, length = args.n or 256, args.length or 200
+    if not 0 <= args.prompt_len < length:
+        raise UsageError(f"--prompt-len must be in [0, --length = {length})")
+    ref = NGramModel(args.ngram or (4 if char else 3)).fit(data.train, V, valid=data.valid)
+    r = position_nll(model, ref, data.test, length, n, args.prompt_len, args.temperature, args.top_k, args.seed)
+    name = f"{type(model).__name__} on {data.name}"
+    save_figure(position_nll_curves(r, smooth=5, reference=f"{ref.order}-gram",
+                                    title=f"{name}: NLL by position"), out / "position_nll.png")
+    w = min(args.window, length)
+    floor = random_windows(data.train, length, n, args.seed + 1)        # same-size sample of the data itself
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, order in zip(axes[:2], (1, 2)):
+        position_curves({"model samples": drift_by_position(r.samples, data.train, V, order, w),
+                         "training windows (finite-sample floor)": drift_by_position(floor, data.train, V, order, w)},
+                        ylabel=f"total variation to the training {('uni', 'bi')[order - 1]}grams", ax=ax,
+                        title=f"{('unigram', 'bigram')[order - 1]} drift, bins of {w}")
+    position_curves({"model samples": distinct_n_by_position(r.samples, 2, w),
+                     "training windows": distinct_n_by_position(floor, 2, w),
+                     "test windows": distinct_n_by_position(r.real, 2, w)},
+                    ylabel="distinct-2 within a bin (1 - repetition)", ax=axes[2],
+                    title=f"distinct bigrams, bins of {w}")
+    fig.suptitle(f"{name}: {n} samples of {length} tokens (T = {args.temperature:g})")
+    save_figure(fig, out / "drift.png")
+    summary.update(reference=repr(ref), reference_valid_nll=ref.nll(data.valid.reshape(-1, 1)), n=n,
+                   length=length, prompt_len=args.prompt_len, top_k=args.top_k,
+                   **{f"nll_{k}": _span_means(getattr(r, k), args.prompt_len)
+                      for k in ("model_data", "reference_data", "reference_samples", "model_samples")})
+    return ["position_nll.png", "drift.png"]
+
+
+def _exposure_images(args, model, data, info, out, summary):
+    from .plots import completion_grid, save_figure
+    from .sampling import completion_pairs
+    D = model.config["D"]
+    h, w = info.get("image_shape") or ((28, 28) if D == 784 else (1, D))
+    n = min(args.n or 10, len(data.test))
+    rng = np.random.default_rng(args.seed)
+    x = data.test[np.sort(rng.choice(len(data.test), n, replace=False))]
+    given = (h // 2) * w
+    orig, comps = completion_pairs(model, x, given, 3, args.seed, args.temperature)
+    save_figure(completion_grid(orig, comps, n_given_rows=h // 2, shape=(h, w),
+                                title=f"{type(model).__name__}: the top {h // 2} rows are real, the rest "
+                                      f"sampled (T = {args.temperature:g})"), out / "completions.png")
+    summary.update(n=n, given_pixels=given,
+                   pixels_differing_from_original=float(np.abs(comps - orig[:, None])[..., given:].mean()))
+    return ["completions.png"]
+
+
+def _exposure_ar(args, model, data, info, out, summary):
+    from .plots import k_step_errors, save_figure
+    from .sampling import ar_k_step_error, ar_k_step_error_closed_form
+    p, T = model.p, data.test.shape[1]
+    K = min(args.length or 20, T - p)
+    r = ar_k_step_error(model, data.test, K, seed=args.seed)
+    sigma = float(np.exp(asnumpy(model.params["log_sigma"])))
+    closed = ar_k_step_error_closed_form(model.params["rho"], sigma, K)
+    rho = ", ".join(f"{v:.3f}" for v in asnumpy(model.params["rho"]).tolist())
+    save_figure(k_step_errors(r, closed, title=f"AR({p}) on {data.name}: rho = ({rho}), sigma = {sigma:.3f}"),
+                out / "k_step_error.png")
+    summary.update(k=r.k.tolist(), teacher_forced=float(r.teacher_forced[0]), free_running=r.free_running.tolist(),
+                   sample_var=r.sample_var.tolist(), closed_form=closed.tolist(), stationary_var=r.stationary_var,
+                   count=r.count)
+    return ["k_step_error.png"]
 
 
 # ----------------------------------------------------------------------------- gradcheck

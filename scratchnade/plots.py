@@ -150,3 +150,128 @@ def save_figure(fig, path, dpi=100):
         pyplot = sys.modules.get("matplotlib.pyplot")            # a figure from plt.subplots is
         if pyplot is not None:                                   # registered there: free it
             pyplot.close(fig)
+
+
+# ----------------------------------------------------------------------------- exposure bias
+
+def _rolling_mean(y, w):
+    """Centred moving average over `w` points (fewer at the ends); w = 1 returns y."""
+    y = np.asarray(y, dtype=np.float64)
+    if w <= 1:
+        return y
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(y.size)
+    lo, hi = np.maximum(0, i - w // 2), np.minimum(y.size, i - w // 2 + w)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def k_step_errors(result, closed_form=None, title=None, ax=None):
+    """Free-running k-step error of an AR model against teacher forcing (the exact exposure-bias case).
+
+    result : a sampling.KStepError (k, teacher_forced, free_running, sample_var, stationary_var)
+    closed_form : (K,) sigma^2 (1 - rho^2k) / (1 - rho^2) from sampling.ar_k_step_error_closed_form
+    Returns the Figure: markers for the two empirical curves, a line for the closed form, a
+    dashed line at the one-step (teacher-forced) error and a dotted one at the stationary variance.
+    """
+    fig, ax = _axes(ax, figsize=(5.5, 3.8))
+    k = np.asarray(result.k)
+    ax.plot(k, result.free_running, "o", ms=4, label="free running: forecast fed its own predictions (MSE)")
+    ax.plot(k, result.sample_var, "x", ms=5, label="free running: variance of sampled paths")
+    if closed_form is not None:
+        ax.plot(k, closed_form, "-", color="k", lw=1,
+                label=r"closed form $\sigma^2(1-\rho^{2k})/(1-\rho^2)$")
+    ax.plot(k, result.teacher_forced, "--", color="tab:green", label="teacher forced: one-step MSE")
+    ax.axhline(result.stationary_var, color="grey", ls=":", label=r"stationary variance $\gamma_0$")
+    ax.set_xlabel("steps ahead k (the model conditions on its own output for k - 1 steps)")
+    ax.set_ylabel("squared error")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def position_nll_curves(result, smooth=1, reference="reference", title=None, ax=None):
+    """NLL by position of real text and of a model's free-running samples.
+
+    result : a sampling.PositionNLL
+    smooth : centred moving average over this many positions (the curves are per-position
+             means); the prompt and the sampled part are smoothed apart, so the jump stays sharp
+    reference : name of the reference model in the legend (e.g. "4-gram")
+    Returns the Figure: the model's teacher-forced NLL on real text, the reference's NLL on
+    the same real text and on the model's samples (with +-2 standard-error bands), and the
+    model's own NLL of its samples; a vertical line where a real prompt ends.
+    """
+    fig, ax = _axes(ax, figsize=(6, 4))
+    t = np.asarray(result.t)
+    cut = result.prompt_len
+
+    def smoothed(y):
+        y = np.asarray(y)
+        return np.concatenate([_rolling_mean(y[:cut], smooth), _rolling_mean(y[cut:], smooth)])
+
+    lines = (("reference_data", "reference_data_se", f"{reference} on real text", "k", "-"),
+             ("reference_samples", "reference_samples_se", f"{reference} on the model's samples", "tab:red", "-"),
+             ("model_data", None, "model on real text (teacher forced)", "tab:blue", "-"),
+             ("model_samples", None, "model on its own samples", "tab:blue", "--"))
+    for key, se_key, label, color, ls in lines:
+        y = smoothed(getattr(result, key))
+        ax.plot(t, y, ls, color=color, lw=1.2, label=label)
+        if se_key is not None:
+            se = smoothed(getattr(result, se_key)) / np.sqrt(max(1, smooth))
+            ax.fill_between(t, y - 2 * se, y + 2 * se, color=color, alpha=0.15, lw=0)
+    if result.prompt_len:
+        ax.axvline(result.prompt_len + 0.5, color="grey", lw=1, ls=":", label="end of the real prompt")
+    ax.set_xlabel("position t in the sequence")
+    ax.set_ylabel("NLL (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left" if result.prompt_len >= 20 else "best")   # above a long prompt: empty
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def position_curves(curves, ylabel, title=None, ax=None):
+    """Several statistics by position (drift, distinct-n ...), one line each.
+
+    curves : dict label -> sampling.Curve (t, value), or -> (Curve, matplotlib format string)
+    Returns the Figure.
+    """
+    fig, ax = _axes(ax, figsize=(5.5, 3.8))
+    for label, c in curves.items():
+        c, fmt = c if isinstance(c, tuple) and len(c) == 2 and isinstance(c[1], str) else (c, "-")
+        ax.plot(c.t, c.value, fmt, marker=".", ms=4, label=label)
+    ax.set_xlabel("position t (bin centre)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))   # below: flat curves fill the axes
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def teacher_forcing_schedules(n_steps, schedules=None, title=None, ax=None):
+    """Scheduled sampling's eps_i (probability of feeding the real token) against training step i.
+
+    schedules : dict label -> keyword dict of models.recurrent_nade.teacher_forcing_schedule
+                (kind, k, c, eps_min); default: the three kinds at their default k and c.
+    Returns the Figure.
+    """
+    from .models.recurrent_nade import SCHEDULES, teacher_forcing_schedule
+    if schedules is None:
+        schedules = {f"{kind} ({', '.join(f'{a} = {v:g}' for a, v in kw.items())})": {"kind": kind}
+                     for kind, kw in SCHEDULES.items()}
+    fig, ax = _axes(ax, figsize=(5.5, 3.5))
+    i = np.arange(n_steps + 1)
+    for label, kw in schedules.items():
+        ax.plot(i, teacher_forcing_schedule(i=i, **kw), label=label)
+    ax.set_xlabel("training step i")
+    ax.set_ylabel(r"$\epsilon_i$ = P(feed the real token)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)   # below: no curve hidden
+    if title:
+        ax.set_title(title)
+    return fig

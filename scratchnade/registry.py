@@ -10,7 +10,8 @@ keys become which constructor arguments::
     softmax-fvsbn    SoftmaxFVSBN     tokens   order -> p, encoding, embed_dim, dropout
     sequence-nade    SequenceNADE     tokens   order -> p, hidden -> H, tied, dropout
     deep-nade        DeepNADE         tokens   order -> p, hidden -> H, layers, dropout
-    rnn              RecurrentNADE    tokens   hidden -> H, tied, carry_state, dropout
+    rnn              RecurrentNADE    tokens   hidden -> H, tied, carry_state, dropout,
+                                               scheduled_sampling, ss_k, ss_c, ss_min
 
 Sizes fixed by the data (D, vocab_size) come from the data set; seed, dtype and device are
 passed to every class that takes them.  A row whose module is missing (or fails to import)
@@ -83,7 +84,8 @@ MODELS = {s.name: s for s in (
               defaults={"order": 8}, variants=({"layers": 1}, {"layers": 3})),
     ModelSpec("rnn", "recurrent_nade", "RecurrentNADE", "tokens",
               {"hidden": "H", "tied": "tied", "carry_state": "carry_state", "dropout": "dropout",
-               "init_scale": "init_scale"},
+               "init_scale": "init_scale", "scheduled_sampling": "scheduled_sampling", "ss_k": "ss_k",
+               "ss_c": "ss_c", "ss_min": "ss_min"},
               defaults={"order": 35}, variants=({"tied": False}, {"tied": True})),
 )}
 ALIASES = {"recurrent-nade": "rnn", "rnade": "rnn", "linear-gaussian-ar": "gaussian-ar", "ar": "gaussian-ar",

@@ -304,6 +304,8 @@ def run_epoch(model, optimizer, data, cfg, state, valid, device, x=None):
     epoch = state.epoch + 1
     if hasattr(model, "reset_state"):
         model.reset_state()                                  # a carried RNN state starts fresh each epoch
+    if hasattr(model, "train_step"):
+        model.train_step = state.step                        # the scheduled-sampling clock (exact on resume)
     batches = train_batches(data, cfg, epoch, model, device, x)
     state.history.stopped_early, state.history.stop_reason = False, None
     start = time.perf_counter()

@@ -23,7 +23,25 @@ drives W_x x_t are one gather for the whole window before the loop, and the outp
 cross-entropy (run over ~1 MB blocks of rows on the host, so its passes stay in cache), and
 in the backward pass one matmul each for dW_o and for dh.  The class reuses the (T*B, V)
 buffer and the W_o / W_x gradient arrays from step to step.
+
+Scheduled sampling (Bengio et al., 2015), a remedy for exposure bias.  Trained as above
+(teacher forcing), the recurrence only ever reads real prefixes; sampling feeds it its own
+draws.  With probability 1 - eps_i per (t, j) at training step i the input x_t is replaced
+by a draw from the model's own conditional:
+
+    w^_t ~ softmax(f_t)                       the model's sample for position t
+    in_t = x_t with prob. eps_i, else w^_t    what the recurrence reads
+    h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t)
+    loss = -sum_t log softmax(f_t)[w_t]       the target stays the real token
+
+The draws are constants: no gradient flows through the sampling, so the loss and gradients
+are exactly those of :func:`forward` with ``fed=in`` (BPTT with in_t in place of x_t in the
+W_x gather / scatter-add).  :func:`scheduled_inputs` draws `in` step by step (f_t needs
+h_{t-1}), then the usual one-matmul forward runs on it: one extra output-layer product per
+window.  eps_i follows :func:`teacher_forcing_schedule` (linear, exponential or
+inverse-sigmoid decay); eps = 1 is plain training, bit for bit.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +53,8 @@ from .sequence import SequenceModel
 
 
 class RNADECache(NamedTuple):
-    x: object         # (T, B) token ids
+    x: object         # (T, B) token ids: the targets
+    inputs: object    # (T, B) ids fed to the recurrence: x itself, or scheduled-sampling draws
     hs: object        # (T+1, B, H) hidden states, hs[t] = h_t; hs[0] = h_0
     masks: object     # (T, B, H) dropout mask of the inputs W_x x_t, or None
     probs: object     # (T*B, V) softmax(f_t), in the logits buffer
@@ -101,12 +120,16 @@ def output_logits(params, h, out=None):
     return f
 
 
-def _check_input(params, x, h0=None, masks=None):
-    """Raise ValueError unless x is a non-empty (T, B) array of ids in [0, V) and h0, masks fit."""
+def _check_input(params, x, h0=None, masks=None, fed=None):
+    """Raise ValueError unless x is a non-empty (T, B) array of ids in [0, V) and h0, masks, fed fit."""
     V, H = params["W_o"].shape
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"token batches are time-major (T, B) arrays with B >= 1, got shape {tuple(x.shape)}")
     check_targets(x, V, name="token ids")
+    if fed is not None:
+        if tuple(fed.shape) != tuple(x.shape):
+            raise ValueError(f"fed tokens must have the shape of x {tuple(x.shape)}, got {tuple(fed.shape)}")
+        check_targets(fed, V, name="fed token ids")
     if h0 is not None and tuple(h0.shape) != (x.shape[1], H):
         raise ValueError(f"carried state h0 must have shape ({x.shape[1]}, {H}), got {tuple(h0.shape)}")
     if masks is not None and tuple(masks.shape) != (*x.shape, H):
@@ -115,24 +138,28 @@ def _check_input(params, x, h0=None, masks=None):
 
 # ----------------------------------------------------------------------------- forward / backward
 
-def forward(params, x, h0=None, masks=None, out=None):
+def forward(params, x, h0=None, masks=None, out=None, fed=None):
     """Mean NLL per token of a window.  Returns (loss, RNADECache).
 
     Inputs: x (T, B) ids; h0 (B, H) carried state or None (h_0 = W_init); masks (T, B, H)
     inverted-dropout mask on W_x x_t or None; out (T*B, V) optional buffer for the logits
-    (overwritten by the probabilities, then by dlogits in :func:`backward`).
+    (overwritten by the probabilities, then by dlogits in :func:`backward`); fed (T, B) ids
+    the recurrence reads instead of x (scheduled sampling; None: teacher forcing, fed = x).
 
         loss = 1/(T B) sum_{t, j} -log softmax(f_t^j)[w_t^j],   f_t = b + W_o h_{t-1}
+        h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t),             in = x, or fed
 
-    All T*B logits come from one (T*B, H) @ (H, V) matmul on h_0 .. h_{T-1}.
+    All T*B logits come from one (T*B, H) @ (H, V) matmul on h_0 .. h_{T-1}.  The targets
+    are always x; `fed` is a constant input (a fixed draw gives a deterministic loss).
     """
-    _check_input(params, x, h0, masks)
+    _check_input(params, x, h0, masks, fed)
     T, B = x.shape
-    hs = hidden_states(params, x, h0, masks)              # (T+1, B, H)
+    inputs = x if fed is None else fed
+    hs = hidden_states(params, inputs, h0, masks)         # (T+1, B, H)
     H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
     f = output_logits(params, H_prev, out=out)            # (T*B, V) f_t
     loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True)   # f becomes softmax(f)
-    return loss, RNADECache(x, hs, masks, f, ce, h0 is not None, params)
+    return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
 
 
 def backward(dloss, cache, out=None):
@@ -145,12 +172,13 @@ def backward(dloss, cache, out=None):
         db       = sum df_t;   dW_o = sum df_t h_{t-1}^T;   dh_{t-1} += W_o^T df_t   (3 ops, all t)
         da_t     = dh_t * h_t (1 - h_t)                              for t = T-1 .. 1
         dh_{t-1} += W_h^T da_t
-        dW_h     = sum da_t h_{t-1}^T;  dc = sum da_t;  dW_x[:, w_t] += da_t (scatter-add)
+        dW_h     = sum da_t h_{t-1}^T;  dc = sum da_t;  dW_x[:, in_t] += da_t (scatter-add)
         dW_init  = sum_j dh_0^j   (0 when h_0 was carried in)
 
-    h_T feeds no f_t of this window, so da_T = 0 and x_T gets no gradient here.
+    in_t = x_t unless scheduled sampling fed a draw.  h_T feeds no f_t of this window, so
+    da_T = 0 and x_T gets no gradient here.
     """
-    x, hs, masks, probs, ce, carried, params = cache
+    x, inputs, hs, masks, probs, ce, carried, params = cache
     W_h, W_o = params["W_h"], params["W_o"]
     xp = get_xp(W_h)
     T, B = x.shape
@@ -179,11 +207,11 @@ def backward(dloss, cache, out=None):
     }
     du = dropout_backward(das, None if masks is None else masks[:T - 1])   # d(W_x x_t)
     if is_tied(params):                                   # input use of W_o: rows W_o[w_t]
-        embedding_backward(du, x[:T - 1], out=dW_o)
+        embedding_backward(du, inputs[:T - 1], out=dW_o)
     else:
         dW_x = out.get("W_x")
         dW_x = xp.zeros_like(params["W_x"]) if dW_x is None else _zero(dW_x)
-        embedding_backward(du, x[:T - 1], out=dW_x.T)     # scatter-add into columns w_t
+        embedding_backward(du, inputs[:T - 1], out=dW_x.T)   # scatter-add into columns in_t
         grads["W_x"] = dW_x
     return grads
 
@@ -192,6 +220,90 @@ def _zero(a):
     """a reused buffer, zeroed in place."""
     a.fill(0)
     return a
+
+
+# ----------------------------------------------------------------------------- scheduled sampling
+
+SCHEDULES = {"linear": {"k": 1.0, "c": 1e-3}, "exponential": {"k": 0.999}, "inverse-sigmoid": {"k": 500.0}}
+
+
+def teacher_forcing_schedule(kind, i, k=None, c=None, eps_min=0.0):
+    """Probability eps_i of feeding the real token at training step i (Bengio et al., 2015).
+
+        linear            eps_i = max(eps_min, min(1, k - c i))       k > 0, c >= 0 (default 1, 1e-3)
+        exponential       eps_i = max(eps_min, k^i)                  0 < k <= 1    (default 0.999)
+        inverse-sigmoid   eps_i = max(eps_min, k / (k + exp(i / k)))  k >= 1        (default 500)
+
+    i: a step count >= 0 (an int, or an array of them for plots); host arithmetic.
+    Returns a float in [eps_min, 1] (an array for array i).
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"scheduled sampling decays as one of {', '.join(SCHEDULES)}, got {kind!r}")
+    if c is not None and kind != "linear":
+        raise ValueError(f"c (the slope) only applies to the linear schedule, not {kind!r}")
+    if not 0.0 <= eps_min <= 1.0:
+        raise ValueError(f"eps_min must be in [0, 1], got {eps_min}")
+    k = SCHEDULES[kind]["k"] if k is None else float(k)
+    i = np.asarray(i, dtype=np.float64)
+    if np.any(i < 0):
+        raise ValueError("training steps i must be >= 0")
+    if kind == "linear":
+        c = SCHEDULES["linear"]["c"] if c is None else float(c)
+        if not (k > 0 and c >= 0):
+            raise ValueError(f"linear schedule needs k > 0 and c >= 0, got k = {k}, c = {c}")
+        eps = np.minimum(1.0, k - c * i)                         # k - c i
+    elif kind == "exponential":
+        if not 0 < k <= 1:
+            raise ValueError(f"exponential schedule needs 0 < k <= 1, got k = {k}")
+        eps = k ** i                                             # k^i (underflows quietly to 0)
+    else:
+        if not k >= 1:
+            raise ValueError(f"inverse-sigmoid schedule needs k >= 1, got k = {k}")
+        z = math.log(k) - i / k                                  # k / (k + e^{i/k}) = sigmoid(z)
+        e = np.exp(-np.abs(z))                                   # never overflows
+        eps = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    eps = np.maximum(eps_min, eps)
+    return float(eps) if eps.ndim == 0 else eps
+
+
+def categorical_draw(f, u):
+    """One draw per row from softmax(f) by inverse cdf, on f's device.
+
+    Shapes: f (N, V) logits, u (N,) uniforms in [0, 1) -> (N,) int ids.
+    """
+    xp = get_xp(f, u)
+    prob = xp.exp(f - logsumexp(f, axis=1, keepdims=True))   # softmax(f)
+    cdf = xp.cumsum(prob, axis=1)
+    w = (cdf < u[:, None] * cdf[:, -1:]).sum(axis=1)         # first k with cdf_k >= u
+    return xp.minimum(w, f.shape[1] - 1)
+
+
+def scheduled_inputs(params, x, keep, u, h0=None, masks=None):
+    """The tokens the recurrence reads under scheduled sampling: x_t, or the model's draw.
+
+        f_t  = b + W_o h_{t-1}
+        w^_t = inverse-cdf draw from softmax(f_t) with uniform u_t     (temperature 1)
+        in_t = x_t where keep_t, else w^_t
+        h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t)
+
+    Inputs: x (T, B) ids; keep (T, B) bool, True feeds the real token (Bernoulli(eps) coins);
+    u (T, B) uniforms in [0, 1); h0, masks as in :func:`forward`.  keep and u are drawn by
+    the caller, so this is a deterministic function of them.  Returns in (T, B) ids.
+    f_t must be computed step by step here: it needs h_{t-1}, which needs in_{t-1}.
+    """
+    W_h = params["W_h"]
+    xp = get_xp(W_h, x)
+    T, B = x.shape
+    fed = x.copy()
+    h = xp.empty((B, W_h.shape[0]), dtype=W_h.dtype)
+    h[...] = params["W_init"] if h0 is None else h0       # h_0
+    for t in range(T):
+        w = categorical_draw(output_logits(params, h), u[t])   # w^_t ~ softmax(f_t)
+        fed[t] = xp.where(keep[t], x[t], w)               # in_t
+        if t < T - 1:                                     # h_T feeds no f_t of this window
+            u_t = input_drive(params, fed[t:t + 1], None if masks is None else masks[t:t + 1])[0]
+            h = recurrence_step(W_h, h, u_t)              # h_t from in_t
+    return fed
 
 
 # ----------------------------------------------------------------------------- sampling helper
@@ -229,6 +341,11 @@ class RecurrentNADE(SequenceModel):
         always start from W_init.
     dropout : input (embedding) dropout on W_x x_t during training (``model.training``).
     init_scale : W_h, W_x, W_o ~ N(0, init_scale^2); W_init = c = b = 0 (h_0 = 0, f_1 = b).
+    scheduled_sampling : None (teacher forcing), or "linear", "exponential" or
+        "inverse-sigmoid": while training, step i = ``train_step`` feeds the real token with
+        probability eps_i = teacher_forcing_schedule(kind, i, ss_k, ss_c, ss_min), else the
+        model's own draw (see the module docstring).  ``train_step`` counts training calls of
+        ``loss_and_grads``; a trainer that resumes a run sets it to the steps already taken.
 
     ``loss_and_grads`` reuses its (T*B, V) logits buffer and the W_o / W_x gradient arrays from
     call to call (a 150 MB + 2 x 34 MB saving of page faults per step at WikiText-2 size): the
@@ -237,9 +354,12 @@ class RecurrentNADE(SequenceModel):
     context = None
 
     def __init__(self, vocab_size, H=256, tied=False, carry_state=False, dropout=0.0,
-                 init_scale=0.1, seed=0, dtype=None, device=None):
+                 init_scale=0.1, seed=0, dtype=None, device=None,
+                 scheduled_sampling=None, ss_k=None, ss_c=None, ss_min=0.0):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if scheduled_sampling is not None:
+            teacher_forcing_schedule(scheduled_sampling, 0, ss_k, ss_c, ss_min)   # checks the options
         dt = resolve_dtype(dtype)
         rng = np.random.default_rng(seed)
         V = vocab_size
@@ -259,7 +379,11 @@ class RecurrentNADE(SequenceModel):
         self.tied, self.carry_state, self.dropout = tied, carry_state, dropout
         self.config = {"vocab_size": V, "H": H, "tied": tied, "carry_state": carry_state,
                        "dropout": dropout, "init_scale": init_scale, "seed": seed, "dtype": dt.name}
-        self._rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout stream
+        self.scheduled_sampling, self.ss_k, self.ss_c, self.ss_min = scheduled_sampling, ss_k, ss_c, ss_min
+        if scheduled_sampling is not None:                 # only then: plain configs stay as they were
+            self.config.update(scheduled_sampling=scheduled_sampling, ss_k=ss_k, ss_c=ss_c, ss_min=ss_min)
+        self.train_step = 0                                # step i of the scheduled-sampling schedule
+        self._rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout / sampling stream
         self._buffers = {}
         self._state = None
 
@@ -293,24 +417,48 @@ class RecurrentNADE(SequenceModel):
         return s
 
     # --- the model ------------------------------------------------------------
-    def loss_and_grads(self, x, masks=None):
+    def teacher_forcing(self):
+        """eps at the current ``train_step``: 1.0 without a schedule or outside training."""
+        if self.scheduled_sampling is None or not self.training:
+            return 1.0
+        return teacher_forcing_schedule(self.scheduled_sampling, self.train_step, self.ss_k, self.ss_c,
+                                        self.ss_min)
+
+    def loss_and_grads(self, x, masks=None, teacher_forcing=None, fed=None):
         """Mean NLL per token (nats) of window x (T, B) and the gradients of every parameter.
 
         masks: optional fixed (T, B, H) dropout mask (gradient checks); else one is drawn
         when training with dropout > 0.
+        teacher_forcing: probability eps of reading the real x_t at each (t, j), else the
+        model's own draw from softmax(f_t) (scheduled sampling; targets stay x).  Default:
+        :meth:`teacher_forcing`.  The coins and draws come from the model's host stream, after
+        the dropout mask; eps = 1 draws nothing and is plain training, bit for bit.
+        fed: a fixed (T, B) array of input tokens instead (a deterministic loss, for checks).
         """
         x = self.check_tokens(x)
         T, B = x.shape
         V = self.vocab_size
         masks = self._dropout_mask((*x.shape, self.H)) if masks is None else to_device(masks, self.device)
+        eps = self.teacher_forcing() if teacher_forcing is None else float(teacher_forcing)
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {eps}")
+        h0 = self._initial_state(B)
+        if fed is not None:
+            fed = self.check_tokens(fed)
+        elif eps < 1.0:
+            keep = self._rng.random((T, B)) < eps                # Bernoulli(eps): feed the real token
+            u = self._rng.random((T, B))                         # uniforms of the model's draws
+            fed = scheduled_inputs(self.params, x, to_device(keep, self.device), to_device(u, self.device),
+                                   h0, masks)
         buffers = {"W_o": self._buffer("dW_o", (V, self.H))}
         if not self.tied:
             buffers["W_x"] = self._buffer("dW_x", (self.H, V))
-        loss, cache = forward(self.params, x, self._initial_state(B), masks,
-                              out=self._buffer("logits", (T * B, V)))
+        loss, cache = forward(self.params, x, h0, masks, out=self._buffer("logits", (T * B, V)), fed=fed)
         grads = backward(1.0, cache, out=buffers)
         if self.carry_state:
             self._state = cache.hs[T].copy()                 # h_T, a constant for the next window
+        if self.training:
+            self.train_step += 1
         return float(loss), grads
 
     def logits(self, x):
