@@ -28,9 +28,25 @@ from scratchnade.optim import Adam
 from scratchnade.train import evaluate, fit
 
 
+class L1FVSBN(FVSBN):
+    """FVSBN with an L1 penalty l1 * sum |W| on the weights (a subgradient, added to dW)."""
+
+    def __init__(self, D, l1, **kw):
+        super().__init__(D, **kw)
+        self.l1 = l1
+
+    def loss_and_grads(self, x):
+        loss, grads = super().loss_and_grads(x)
+        W = self.params["W"]
+        grads["W"] += self.l1 * np.sign(W)                          # d/dW l1 |W|; 0 on the zero upper part
+        return loss + self.l1 * float(np.abs(W).sum()), grads
+
+
 def build_model(args, D):
     if args.model == "nade":
         return NADE(D, H=args.hidden, seed=args.seed, init_scale=args.init_scale)
+    if args.l1:
+        return L1FVSBN(D, args.l1, form="matrix", seed=args.seed)
     return FVSBN(D, form="matrix", seed=args.seed)
 
 
@@ -53,6 +69,7 @@ def main(argv=None):
     p.add_argument("--set-lr", type=float, default=None, help="on resume, replace the saved learning rate")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--init-scale", type=float, default=0.01)
+    p.add_argument("--l1", type=float, default=0.0, help="fvsbn: L1 penalty on W (validation is plain NLL)")
     p.add_argument("--patience", type=int, default=4, help="stalled epochs before stopping (lr decays at half)")
     p.add_argument("--max-minutes", type=float, default=float("inf"), help="stop (resumably) after this long")
     p.add_argument("--seed", type=int, default=0)
