@@ -51,7 +51,7 @@ import numpy as np
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
 from ..functional import (check_targets, relu_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
-from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer
+from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer, output_logits
 
 
 class DeepNADECache(NamedTuple):
@@ -118,22 +118,6 @@ def hidden_states(params, x, mask=None):
     for l in range(1, num_layers(params)):
         hs.append(hidden_layer(params["V"][l - 1], params["c"][l - 1], hs[-1]))
     return hs
-
-
-def output_logits(W, b, h, out=None):
-    """f_t = b_t + sum_{s<=t} W_s h_s for t = 1..T.
-
-    Inputs: W (p, V, H), b (p, V), h (T, B, H) = h_{L-1}; out: optional (T, B, V) buffer.
-    Returns f (T, B, V).
-    """
-    xp = get_xp(W, h)
-    T, B, _ = h.shape
-    if out is not None and tuple(out.shape) != (T, B, W.shape[1]):
-        raise ValueError(f"out must have shape {(T, B, W.shape[1])}, got {tuple(out.shape)}")
-    f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
-    cumsum_(f)                                         # sum_{s<=t} G_s
-    f += b[:T, None]                                    # + b_t
-    return f
 
 
 def forward(params, x, mask=None, out=None):

@@ -158,3 +158,19 @@ def grad_buffer(out, name, like):
     if tuple(buf.shape) != tuple(like.shape) or buf.dtype != like.dtype:
         raise ValueError(f"gradient buffer {name!r} must be {like.dtype} of shape {tuple(like.shape)}")
     return buf
+
+
+def output_logits(W, b, h, out=None):
+    """The order-p output layer: f_t = b_t + sum_{s<=t} W_s h_s for t = 1..T.
+
+    Inputs: W (p, V, H), b (p, V), h (T, B, H) with T <= p; out: optional (T, B, V) buffer.
+    Returns f (T, B, V).  All W_s h_s come from one batched matmul, then an in-place running sum.
+    """
+    xp = get_xp(W, h)
+    T, B, _ = h.shape
+    if out is not None and tuple(out.shape) != (T, B, W.shape[1]):
+        raise ValueError(f"out must have shape {(T, B, W.shape[1])}, got {tuple(out.shape)}")
+    f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
+    cumsum_(f)                                             # sum_{s<=t} G_s
+    f += b[:T, None]                                       # + b_t
+    return f

@@ -41,7 +41,7 @@ import numpy as np
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
 from ..functional import (check_targets, sigmoid, sigmoid_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
-from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer
+from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer, output_logits
 
 
 class SequenceNADECache(NamedTuple):
@@ -95,22 +95,6 @@ def hidden_states(params, x, mask=None):
     return sigmoid(a, out=a)                       # h_t
 
 
-def output_logits(params, h, out=None):
-    """f_t = b_t + sum_{s<=t} W_s h_s for t = 1..T.
-
-    Inputs: h (T, B, H); out: optional (T, B, V) buffer to write f into.  Returns f (T, B, V).
-    """
-    W, b = params["W"], params["b"]
-    xp = get_xp(W, h)
-    T, B, _ = h.shape
-    if out is not None and tuple(out.shape) != (T, B, W.shape[1]):
-        raise ValueError(f"out must have shape {(T, B, W.shape[1])}, got {tuple(out.shape)}")
-    f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
-    cumsum_(f)                                    # sum_{s<=t} G_s
-    f += b[:T, None]                               # + b_t
-    return f
-
-
 def forward(params, x, mask=None, out=None):
     """Mean NLL per token (nats) of windows x.  Returns (loss, SequenceNADECache).
 
@@ -122,7 +106,7 @@ def forward(params, x, mask=None, out=None):
     """
     _check_input(params, x)
     h = hidden_states(params, x, mask)
-    f = output_logits(params, h, out)                              # (T, B, V)
+    f = output_logits(params["W"], params["b"], h, out)                              # (T, B, V)
     T, B, V = f.shape
     loss, ce = softmax_cross_entropy(f.reshape(T * B, V), x.reshape(T * B), inplace=True)
     return loss, SequenceNADECache(x, mask, h, ce, params)
@@ -227,7 +211,8 @@ class SequenceNADE(SequenceModel):
     def logits(self, x):
         """f_t for every position of windows x (T, B): (T, B, V), a new array."""
         x = self.check_tokens(x)
-        return output_logits(self.params, hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"]))))
+        h = hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"])))
+        return output_logits(self.params["W"], self.params["b"], h)
 
     def loss_and_grads(self, x):
         """Mean NLL per token (nats) of windows x (T, B) and the gradients (see buffer reuse)."""

@@ -284,7 +284,10 @@ class SoftmaxFVSBN(SequenceModel):
         """
         w = self.check_tokens(w)
         T, B = w.shape
-        mask = self._dropout_mask(mask_shape(self.params, w)) if mask is None else to_device(mask, self.device).astype(self.dtype, copy=False)
+        if mask is None:
+            mask = self._dropout_mask(mask_shape(self.params, w))
+        else:
+            mask = to_device(mask, self.device).astype(self.dtype, copy=False)
         f = self._buffer("f", (T, B, self.vocab_size))
         loss, cache = forward(self.params, w, mask, out=f)
         out = {k: self._buffer("d" + k, self.params[k].shape) for k in ("P", "E") if k in self.params}
