@@ -30,6 +30,7 @@ from scratchnade.train import evaluate, fit
 
 class L1FVSBN(FVSBN):
     """FVSBN with an L1 penalty l1 * sum |W| on the weights (a subgradient, added to dW)."""
+    checkpoint_name = "FVSBN"   # the penalty is training-only: checkpoints hold a plain FVSBN
 
     def __init__(self, D, l1, **kw):
         super().__init__(D, **kw)
@@ -52,7 +53,7 @@ def build_model(args, D):
 
 def save(path, model, opt, state):
     o = opt.state_dict()
-    meta = {"model": type(model).__name__, "config": model.config, "optimizer": o["type"],
+    meta = {"model": getattr(model, "checkpoint_name", type(model).__name__), "config": model.config, "optimizer": o["type"],
             "optimizer_hyper": o["hyper"], "optimizer_t": o["t"], **state}
     save_checkpoint(path, model.state_dict(), meta, o["arrays"])
 
