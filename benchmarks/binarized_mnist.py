@@ -53,7 +53,8 @@ def build_model(args, D):
 
 def save(path, model, opt, state):
     o = opt.state_dict()
-    meta = {"model": getattr(model, "checkpoint_name", type(model).__name__), "config": model.config, "optimizer": o["type"],
+    meta = {"model": getattr(model, "checkpoint_name", type(model).__name__),
+            "config": model.config, "optimizer": o["type"],
             "optimizer_hyper": o["hyper"], "optimizer_t": o["t"], **state}
     save_checkpoint(path, model.state_dict(), meta, o["arrays"])
 
