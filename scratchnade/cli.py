@@ -121,8 +121,9 @@ def _add_train_options(p):
     _opt(g, "--device", default="cpu", help="cpu or gpu (CuPy)")
     _opt(g, "--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     _opt(g, "--eval-batch-size", type=int, help="examples or windows per evaluation batch (default 500 / 64)")
-    _opt(g, "--eval-mode", choices=["chunked", "sliding"], default="chunked",
-         help="token models: final test evaluation in chunked windows or a sliding window")
+    _opt(g, "--eval-mode", choices=["chunked", "sliding", "stream"], default="chunked",
+         help="token models: final test evaluation in chunked windows, a sliding window, or (rnn) "
+              "streams with the state carried")
     _opt(g, "--progress", action=flag, help="progress bar with items/s (default: when stderr is a terminal)")
     _opt(g, "--plot", action=flag, default=True, help="redraw learning_curve.png every epoch")
     p.add_argument("--config", help="JSON or TOML file of options (keys as above: lr, batch_size, ...)")
@@ -344,8 +345,9 @@ def build_parser():
         s.set_defaults(func=func)
         if name == "evaluate":
             s.add_argument("--split", choices=["valid", "test"], default="test")
-            s.add_argument("--mode", choices=["chunked", "sliding"], default="chunked",
-                           help="token models: windows as trained, or a sliding window (full history)")
+            s.add_argument("--mode", choices=["chunked", "sliding", "stream"], default="chunked",
+                           help="token models: windows as trained, a sliding window (full history), "
+                                "or (rnn) streams with the hidden state carried")
             s.add_argument("--eval-batch-size", type=int, help="examples or windows per batch")
             s.add_argument("--json", action="store_true", help="print one JSON object")
         else:

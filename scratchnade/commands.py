@@ -78,6 +78,9 @@ def cmd_evaluate(args):
     elif r["mode"] == "sliding":
         print(f"mode          sliding: every token sees up to {r['p'] - 1} previous tokens "
               f"(a window of {r['p']} ending at it)")
+    elif r["mode"] == "stream":
+        print(f"mode          stream: {cfg['eval_batch_size']} contiguous streams, the hidden state carried "
+              f"through each one (windows of {r['p']})")
     print(f"NLL           {r['nll']:.4f} {unit}")
     if r["mode"]:
         print(f"perplexity    {r['ppl']:.3f}")

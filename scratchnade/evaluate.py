@@ -12,8 +12,14 @@ works. Both modes score every token of the split exactly once, so their ``tokens
     ppl = exp(nll)                                 perplexity
     bits = nll / ln 2                              bits per token (bits per character at char level)
 
-The sliding number is the one to report against published perplexities: a chunked evaluation
-charges the model for the short histories at the start of every segment.
+    stream    recurrent models only (``model.stream_log_prob``): the split is cut into
+              `batch_size` contiguous streams and the hidden state runs through each stream,
+              window after window, as in the usual RNN language-model evaluation; the last
+              T mod batch_size tokens are not scored.
+
+The sliding number is the one to report against published perplexities for an order-p model: a
+chunked evaluation charges the model for the short histories at the start of every segment.
+For a recurrent model, stream is the standard one.
 """
 import math
 
@@ -21,10 +27,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import asnumpy, default_device, get_xp, to_device
-from .data.text import check_ids, sliding_windows, window_batches
+from .data.text import check_ids, sliding_windows, stream_batches, window_batches
 from .train import mode as _training_mode
 
-MODES = ("chunked", "sliding")
+MODES = ("chunked", "sliding", "stream")
 
 
 def _chunked_windows(ids, p, batch_size, device, vocab_size):
@@ -47,7 +53,7 @@ def perplexity(model, ids, p=None, batch_size=64, mode="chunked", stride=1, devi
     ids : (T,) int token ids (a corpus split)
     p : window length; default ``model.context`` (required for models without one, e.g. the RNN)
     batch_size : windows per ``log_prob`` call
-    mode : "chunked" or "sliding" (see the module docstring)
+    mode : "chunked", "sliding" or "stream" (see the module docstring)
     stride : sliding mode only: new tokens scored per window (1 = full history for every token)
     device : where the windows go; default the model's device
     progress : show a tqdm bar over the batches
@@ -68,11 +74,18 @@ def perplexity(model, ids, p=None, batch_size=64, mode="chunked", stride=1, devi
     vocab_size = getattr(model, "vocab_size", None)
     device = device or getattr(model, "device", None) or default_device()
     ids = check_ids(ids, vocab_size)
-    if mode == "chunked":
-        windows, stride = _chunked_windows(ids, p, batch_size, device, vocab_size), None
+    if mode == "stream":
+        if not hasattr(model, "stream_log_prob"):
+            raise ValueError(f"mode 'stream' needs a recurrent model; {type(model).__name__} carries no state")
+        batches = stream_batches(ids, p, batch_size, device=device)
+        total, count = _sum_stream_log_prob(model, batches, progress)
     else:
-        windows = sliding_windows(ids, p, batch_size, stride, device, vocab_size)
-    total, count = _sum_log_prob(model, windows, progress)
+        if mode == "chunked":
+            windows = _chunked_windows(ids, p, batch_size, device, vocab_size)
+        else:
+            windows = sliding_windows(ids, p, batch_size, stride, device, vocab_size)
+        total, count = _sum_log_prob(model, windows, progress)
+    stride = stride if mode == "sliding" else None
     nll = -total / count                                      # nats per token
     ppl = math.exp(nll) if nll < 700 else math.inf
     return dict(nll=nll, ppl=ppl, bits=nll / math.log(2), tokens=count, mode=mode, p=int(p),
@@ -90,4 +103,15 @@ def _sum_log_prob(model, windows, progress):
                 lp = xp.where(mask, lp, 0.0)                  # keep the scored positions only
             total += float(asnumpy(lp.astype(xp.float64).sum()))
             count += x.size if mask is None else int(asnumpy(mask.sum()))
+    return total, count
+
+
+def _sum_stream_log_prob(model, batches, progress):
+    """Like _sum_log_prob, carrying the hidden state from each (p, B) batch to the next."""
+    total, count, h = 0.0, 0, None
+    with _training_mode(model, False):
+        for x in tqdm(batches, desc="perplexity", unit="batch", disable=not progress, leave=False):
+            lp, h = model.stream_log_prob(x, h)                # (p, B), and the state to carry
+            total += float(asnumpy(lp.astype(get_xp(lp).float64).sum()))
+            count += x.size
     return total, count

@@ -188,15 +188,18 @@ class Data:
             raise ValueError(f"split must be train, valid or test, got {name!r}")
         return getattr(self, name)
 
-    def true_entropy(self, split="test", mode="chunked", p=None):
+    def true_entropy(self, split="test", mode="chunked", p=None, batch_size=None):
         """True NLL per unit of the source for this evaluation (None for real data).
 
         A Markov stream scored in windows of p (chunked) has ceil(N / p) tokens without
-        history; a sliding window (p >= 2) only the first token.
+        history; a sliding window (p >= 2) only the first token; `batch_size` streams with
+        a carried state (mode "stream") one per stream, over the B * (N // B) tokens scored.
         """
         if self.truth is None or self.kind != "tokens":
             return self.entropy
         N = int(self.split(split).size)
+        if mode == "stream":
+            return self.truth.expected_nll(N - N % batch_size, batch_size)
         n_starts = N if p is None or p < 2 else (-(-N // p) if mode == "chunked" else 1)
         return self.truth.expected_nll(N, n_starts)
 

@@ -248,7 +248,7 @@ def evaluate_split(model, data, split, cfg, mode="chunked", device=None):
         x = data.split(split)
         batches = minibatches(to_device(x, device), cfg["eval_batch_size"], shuffle=False, dtype=model.dtype)
         out.update(nll=evaluate(model, batches), count=int(len(x)))
-    out["true_entropy"] = data.true_entropy(split, out["mode"] or "chunked", out["p"])
+    out["true_entropy"] = data.true_entropy(split, out["mode"] or "chunked", out["p"], cfg["eval_batch_size"])
     return out
 
 

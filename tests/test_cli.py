@@ -89,6 +89,9 @@ def test_rnn_train_evaluate_and_sample_text(tmp_path, capsys):
     assert main(["evaluate", str(run / "last.npz"), "--split", "valid"]) == 0
     text = capsys.readouterr().out
     assert "mode          chunked" in text and "valid split" in text and "perplexity" in text
+    assert main(["evaluate", str(run), "--mode", "stream", "--eval-batch-size", "4", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)                  # 4 streams of 125 tokens, state carried
+    assert r["mode"] == "stream" and r["count"] == 500 and r["nll"] > r["true_entropy"] - 0.2
 
     assert main(["sample", str(run), "-n", "2", "--length", "30", "--prompt", "abc", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -286,3 +286,26 @@ def test_runs_on_the_strict_fake_device(fake_device, tied):
             np.testing.assert_allclose(asnumpy(g_dev[k]), g_cpu[k], rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(asnumpy(dev.log_prob(xd)), cpu.log_prob(x), rtol=1e-12)
     np.testing.assert_array_equal(dev.sample(4, 5, seed=3, prompt=[2]), cpu.sample(4, 5, seed=3, prompt=[2]))
+
+
+def test_stream_perplexity_carries_the_state_through_each_stream():
+    """mode='stream' equals scoring each whole stream as one long window from W_init."""
+    from scratchnade.evaluate import perplexity
+    m = make(V=6, H=4)
+    ids = np.random.default_rng(7).integers(0, 6, size=47)
+    B, p = 3, 4
+    r = perplexity(m, ids, p=p, batch_size=B, mode="stream")
+    L = ids.size // B
+    streams = ids[:L * B].reshape(B, L).T                       # (L, B): column j is stream j
+    want = float(m.log_prob(streams).sum()) / streams.size
+    assert r["tokens"] == streams.size
+    assert r["nll"] == pytest.approx(-want, rel=1e-12)
+    chunked = perplexity(m, ids[:L * B], p=p, batch_size=B, mode="chunked")
+    assert chunked["nll"] != pytest.approx(r["nll"], rel=1e-6)  # windows from W_init differ
+
+
+def test_stream_mode_needs_a_recurrent_model():
+    from scratchnade.evaluate import perplexity
+    from scratchnade.models import SequenceNADE
+    with pytest.raises(ValueError, match="stream"):
+        perplexity(SequenceNADE(5, p=3, H=2), np.arange(20) % 5, mode="stream")

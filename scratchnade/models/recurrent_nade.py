@@ -48,7 +48,8 @@ import numpy as np
 
 from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
 from ..functional import (check_targets, dropout_backward, embedding, embedding_backward,
-                          logsumexp, sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward)
+                          logsumexp, sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward,
+                          token_log_prob)
 from .sequence import SequenceModel
 
 
@@ -468,6 +469,19 @@ class RecurrentNADE(SequenceModel):
         T, B = x.shape
         hs = hidden_states(self.params, x, masks=self._dropout_mask((*x.shape, self.H)))
         return output_logits(self.params, hs[:T].reshape(T * B, self.H)).reshape(T, B, -1)
+
+    def stream_log_prob(self, x, h0=None):
+        """log p(x_t | x_<t) for a window that continues the previous one of the same stream.
+
+        Inputs: x (T, B) ids; h0 (B, H) the state the previous window ended in, or None for
+        h_0 = W_init.  Returns (logp (T, B), h_T (B, H)): pass h_T back in with the next window.
+        This is the usual RNN language-model evaluation (the state runs through the whole split).
+        """
+        x = self.check_tokens(x)
+        T, B = x.shape
+        hs = hidden_states(self.params, x, None if h0 is None else to_device(h0, self.device))
+        f = output_logits(self.params, hs[:T].reshape(T * B, self.H))          # (T*B, V)
+        return token_log_prob(f, x.reshape(T * B)).reshape(T, B), hs[T]
 
     def next_token_logits(self, history):
         """f for the token after `history` (T, B): b + W_o h_T, shape (B, V).  O(T) per call."""
