@@ -166,6 +166,8 @@ def train():
             row["torch_valid_ppl"] = round(torch_perplexity(theirs, corpus.valid, p), 1)
         if final:
             row["ours_test_ppl_chunked"] = round(perplexity(model, corpus.test, p)["ppl"], 1)
+            if kind == "rnn":                                  # the usual RNN-LM figure: state carried
+                row["ours_test_ppl_stream"] = round(perplexity(model, corpus.test, p, mode="stream")["ppl"], 1)
         row["eval"] = "chunked: independent p-token windows (as trained, state not carried)"
         print(json.dumps(row), flush=True)
 
