@@ -15,6 +15,7 @@ from scratchnade.checkpoint import load_checkpoint
 from scratchnade.data.binary import load_binarized_mnist
 from scratchnade.models import FVSBN, NADE
 from scratchnade.plots import completion_grid, image_grid, learning_curves, save_figure
+from scratchnade.sampling import completion_pairs, sample
 
 MODELS = {"NADE": NADE, "FVSBN": FVSBN}
 
@@ -31,15 +32,14 @@ def main(argv=None):
     model = MODELS[meta["model"]](**cfg)
     model.load_state_dict(params)
     name, out = meta["model"].lower(), Path(args.out)
-    save_figure(image_grid(model.sample(100, seed=args.seed), title=f"{meta['model']} samples"),
+    save_figure(image_grid(sample(model, 100, seed=args.seed), title=f"{meta['model']} samples"),
                 out / f"{name}_samples.png")
     test = load_binarized_mnist(args.data_dir)["test"]
     picks = np.random.default_rng(args.seed).choice(len(test), 10, replace=False)   # test is class-sorted
     originals = test[np.sort(picks)]
-    if hasattr(model, "complete"):
-        comps = np.stack([model.complete(originals, 14 * 28, seed=args.seed + k) for k in range(3)], axis=1)
-        save_figure(completion_grid(originals, comps, title=f"{meta['model']}: top half given, 3 completions"),
-                    out / f"{name}_completions.png")
+    originals, comps = completion_pairs(model, originals, 14 * 28, seed=args.seed)
+    save_figure(completion_grid(originals, comps, title=f"{meta['model']}: top half given, 3 completions"),
+                out / f"{name}_completions.png")
     log = meta["log"]
     hist = {"epoch": [r["epoch"] for r in log], "train_loss": [r["train_nll"] for r in log],
             "valid_loss": [r["valid_nll"] for r in log]}

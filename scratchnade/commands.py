@@ -142,14 +142,12 @@ def _sample_images(args, path, meta, model, info):
         for row in x.astype(int):
             print("".join(map(str, row.tolist())))
     if args.complete:
-        if not hasattr(model, "complete"):
-            raise UsageError(f"{type(model).__name__} has no complete(): half-image completions need NADE")
+        from .sampling import completion_pairs
         data, _ = data_for(meta, model, args, path)
         rng = np.random.default_rng(args.seed)
-        originals = data.test[np.sort(rng.choice(len(data.test), args.complete, replace=False))]
-        given = (h // 2) * w
-        comps = np.stack([asnumpy(model.complete(originals, given, seed=args.seed + k,
-                                                    temperature=args.temperature)) for k in range(3)], axis=1)
+        picks = data.test[np.sort(rng.choice(len(data.test), args.complete, replace=False))]
+        originals, comps = completion_pairs(model, picks, (h // 2) * w, seed=args.seed,
+                                            temperature=args.temperature)
         out_c = out.with_name(out.stem + "-completions" + out.suffix)
         save_figure(completion_grid(originals, comps, n_given_rows=h // 2, shape=(h, w),
                                     title=f"{type(model).__name__}: top {h // 2} rows given, "
