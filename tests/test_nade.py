@@ -6,7 +6,7 @@ from hypothesis.extra.numpy import arrays
 
 from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.data.synthetic import all_binary_vectors
-from scratchnade.gradcheck import check_grads, rel_error
+from scratchnade.gradcheck import numerical_grad, rel_error
 from scratchnade.models import nade as N
 from scratchnade.models.nade import NADE
 
@@ -48,8 +48,12 @@ def test_gradients_match_finite_differences(problem):
     params, x = problem
     loss, cache = N.forward(params, x)
     grads = N.backward(1.0, cache)
-    errors = check_grads(lambda: N.forward(params, x)[0], params, grads)
-    assert max(errors.values()) < 1e-6, errors
+    f = lambda: N.forward(params, x)[0]                              # noqa: E731
+    for k, p in params.items():
+        num = numerical_grad(f, p)
+        # a gradient that is itself round-off sized (e.g. V ~ 1e-16) has no meaningful relative
+        # error: then the absolute gap must be at round-off level instead (as in test_fvsbn)
+        assert rel_error(num, grads[k]) < 1e-6 or np.abs(num - grads[k]).max() < 1e-9, k
 
 
 @settings(max_examples=30, deadline=None)

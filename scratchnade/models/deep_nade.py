@@ -49,9 +49,9 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
-from ..functional import (check_targets, relu_backward, softmax_cross_entropy,
-                          softmax_cross_entropy_backward)
-from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer, output_logits
+from ..functional import relu_backward, softmax_cross_entropy, softmax_cross_entropy_backward
+from .sequence import (SequenceModel, check_window, cumsum_, flat_rows, grad_buffer, output_logits,
+                       reverse_cumsum_)
 
 
 class DeepNADECache(NamedTuple):
@@ -67,15 +67,6 @@ class DeepNADECache(NamedTuple):
 def num_layers(params):
     """L, the number of hidden layers: 1 + the number of V blocks."""
     return 1 + (params["V"].shape[0] if "V" in params else 0)
-
-
-def _check_input(params, x):
-    """Raise ValueError unless x is a (T, B) integer array of ids in [0, V) with 1 <= T <= p."""
-    p, V = params["b"].shape
-    if x.ndim != 2 or not 1 <= x.shape[0] <= p:
-        raise ValueError(f"DeepNADE expects token windows of shape (T, B) with 1 <= T <= p = {p}, "
-                         f"got shape {tuple(x.shape)}")
-    check_targets(x, V, name="token ids")
 
 
 # ----------------------------------------------------------------------------- forward
@@ -129,7 +120,7 @@ def forward(params, x, mask=None, out=None):
 
         loss = 1/(T B) sum_{t,b} -log softmax(f_t)[x_t]
     """
-    _check_input(params, x)
+    check_window(params, x, "DeepNADE")
     hs = hidden_states(params, x, mask)
     f = output_logits(params["W"], params["b"], hs[-1], out)       # (T, B, V)
     T, B, V = f.shape

@@ -174,3 +174,13 @@ def output_logits(W, b, h, out=None):
     cumsum_(f)                                             # sum_{s<=t} G_s
     f += b[:T, None]                                       # + b_t
     return f
+
+
+def check_window(params, x, model="model"):
+    """Raise ValueError unless x is a (T, B) integer array of ids in [0, V) with 1 <= T <= p,
+    for a model whose output bias b is (p, V).  The pure forward functions call it."""
+    p, V = params["b"].shape
+    if x.ndim != 2 or not 1 <= x.shape[0] <= p:
+        raise ValueError(f"{model} expects token windows of shape (T, B) with 1 <= T <= p = {p}, "
+                         f"got shape {tuple(x.shape)}")
+    check_targets(x, V, name="token ids")

@@ -39,9 +39,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
-from ..functional import (check_targets, sigmoid, sigmoid_backward, softmax_cross_entropy,
+from ..functional import (sigmoid, sigmoid_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
-from .sequence import SequenceModel, cumsum_, reverse_cumsum_, flat_rows, grad_buffer, output_logits
+from .sequence import (SequenceModel, check_window, cumsum_, flat_rows, grad_buffer, output_logits,
+                       reverse_cumsum_)
 
 
 class SequenceNADECache(NamedTuple):
@@ -62,15 +63,6 @@ def is_tied(params):
 def _input_weights(params):
     """The (p, V, H) array whose row V[s, j] is V_s's column j: V, or W itself when tied."""
     return params["W"] if is_tied(params) else params["V"]
-
-
-def _check_input(params, x):
-    """Raise ValueError unless x is a (T, B) integer array of ids in [0, V) with 1 <= T <= p."""
-    p, V = params["b"].shape
-    if x.ndim != 2 or not 1 <= x.shape[0] <= p:
-        raise ValueError(f"SequenceNADE expects token windows of shape (T, B) with 1 <= T <= p = {p}, "
-                         f"got shape {tuple(x.shape)}")
-    check_targets(x, V, name="token ids")
 
 
 # ----------------------------------------------------------------------------- forward
@@ -104,7 +96,7 @@ def forward(params, x, mask=None, out=None):
 
         loss = 1/(T B) sum_{t,b} -log softmax(f_t)[x_t]
     """
-    _check_input(params, x)
+    check_window(params, x, "SequenceNADE")
     h = hidden_states(params, x, mask)
     f = output_logits(params["W"], params["b"], h, out)                              # (T, B, V)
     T, B, V = f.shape
