@@ -29,14 +29,25 @@ def parse(argv):
     p.add_argument("--order", type=int, default=None, help="window p (default 35 for rnn, 8 for nade)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon")
     p.add_argument("--clip", type=float, default=0.25)
     p.add_argument("--init-scale", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--epochs", type=float, default=None, help="training budget in epochs (or --tokens)")
     p.add_argument("--tokens", type=int, default=None, help="training budget in tokens")
     p.add_argument("--eval-every", type=int, default=262_144, help="tokens between validation runs")
+    p.add_argument("--unigram-bias", action="store_true",
+                   help="start the output bias b at the log unigram frequencies (model.init_bias)")
+    p.add_argument("--eval-mode", choices=["chunked", "stream", "both"], default=None,
+                   help="validation perplexity mode (default: both for rnn, chunked for nade)")
+    p.add_argument("--valid-tokens", type=int, default=None,
+                   help="a quick study: score only the first N validation tokens, and no test split")
     p.add_argument("--torch", action="store_true", help="train the PyTorch twin beside ours")
+    p.add_argument("--torch-tokens", type=int, default=None,
+                   help="train the twin only for the first N tokens (default: the whole budget)")
+    p.add_argument("--save", default=None, help="write our final parameters to this .npz checkpoint")
     p.add_argument("--steps", type=int, default=8, help="timed steps per model (speed)")
     p.add_argument("--threads", type=int, default=None, help="BLAS / torch threads (default: library default)")
     p.add_argument("--seed", type=int, default=0)
@@ -55,10 +66,13 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from scratchnade.backend import asnumpy, to_device  # noqa: E402
+from scratchnade.checkpoint import save_checkpoint  # noqa: E402
 from scratchnade.data.text import load_wikitext2, stream_batches, window_batches  # noqa: E402
 from scratchnade.evaluate import perplexity  # noqa: E402
 from scratchnade.models import RecurrentNADE, SequenceNADE  # noqa: E402
-from scratchnade.optim import Adam  # noqa: E402
+from scratchnade.models.recurrent_nade import hidden_states  # noqa: E402
+from scratchnade.optim import SGD, Adam  # noqa: E402
 
 V_WIKITEXT2 = 33_278
 
@@ -70,6 +84,22 @@ def build(kind, V, p, a):
     return SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale, seed=a.seed)
 
 
+def diagnostics(model, ids):
+    """Why a tied sigmoid RNN learns slowly: how much of W_o lies along its mean row, and how
+    saturated the hidden units are on `ids`.
+
+    common_share  ||mean_v W_o[v]||^2 * V / ||W_o||_F^2: 1 when every row is the same vector.
+    saturated     fraction of h_t outside (0.05, 0.95) over a stream of `ids`.
+    """
+    W_o = np.asarray(asnumpy(model.params["W_o"]), dtype=np.float64)
+    m = W_o.mean(axis=0)
+    share = float(m @ m * W_o.shape[0] / (W_o * W_o).sum())
+    x = np.asarray(ids[: 35 * 64]).reshape(64, 35).T                  # (35, 64) windows
+    hs = asnumpy(hidden_states(model.params, to_device(x, model.device)))
+    sat = float(((hs[1:] < 0.05) | (hs[1:] > 0.95)).mean())
+    return {"common_share": round(share, 3), "saturated": round(sat, 3)}
+
+
 def torch_step_fn(model, lr, clip):
     """A closure x -> loss that does one PyTorch step on the twin of `model` (state carried for the RNN)."""
     import torch
@@ -77,7 +107,8 @@ def torch_step_fn(model, lr, clip):
     if args.threads:
         torch.set_num_threads(args.threads)
     net = twin(model)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = (torch.optim.SGD(net.parameters(), lr=lr) if args.optimizer == "sgd"
+           else torch.optim.Adam(net.parameters(), lr=lr, eps=args.eps))
     state = {"h": None}
 
     def step(x):
@@ -102,7 +133,7 @@ def kind_of(model):
 
 
 def our_step_fn(model, lr, clip):
-    opt = Adam(lr=lr, clip=clip)
+    opt = SGD(lr=lr, clip=clip) if args.optimizer == "sgd" else Adam(lr=lr, eps=args.eps, clip=clip)
 
     def step(x):
         loss, grads = model.loss_and_grads(x)
@@ -135,15 +166,22 @@ def speed():
                           "steps": args.steps}), flush=True)
 
 
-def torch_perplexity(step, ids, p):
-    """Chunked perplexity of the twin: independent p-token windows from the initial state."""
+def torch_perplexity(step, ids, p, stream):
+    """Perplexity of the twin: chunked (independent p-token windows from the initial state) or
+    stream (64 contiguous streams, state carried from window to window)."""
     import torch
-    total, count = 0.0, 0
+    total, count, h = 0.0, 0, None
+    batches = stream_batches(ids, p, 64) if stream else window_batches(ids, p, 256, shuffle=False)
     with torch.no_grad():
-        for x in window_batches(ids, p, 256, shuffle=False):
-            loss, _ = step.net(torch.from_numpy(np.ascontiguousarray(x)))
+        for x in batches:
+            loss, h = step.net(torch.from_numpy(np.ascontiguousarray(x)), h if stream else None)
             total, count = total + float(loss) * x.size, count + x.size
     return math.exp(total / count)
+
+
+def modes(kind):
+    m = args.eval_mode or ("both" if kind == "rnn" else "chunked")
+    return ["chunked", "stream"] if m == "both" else [m]
 
 
 def train():
@@ -151,24 +189,29 @@ def train():
     kind = args.model
     p = args.order or (35 if kind == "rnn" else 8)
     model = build(kind, corpus.vocab_size, p, args)
+    if args.unigram_bias:
+        model.init_bias(corpus.train)
     ours = our_step_fn(model, args.lr, args.clip)
     theirs = torch_step_fn(model, args.lr, args.clip) if args.torch else None
     epoch_tokens = corpus.train.size
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
+    torch_budget = min(budget, args.torch_tokens or budget)
     seen, next_eval, epoch, started = 0, args.eval_every, 0, time.perf_counter()
 
     def report(final=False):
+        valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
-               "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
-               "minutes": round((time.perf_counter() - started) / 60, 1),
-               "ours_valid_ppl": round(perplexity(model, corpus.valid, p)["ppl"], 1)}
-        if theirs is not None:
-            row["torch_valid_ppl"] = round(torch_perplexity(theirs, corpus.valid, p), 1)
-        if final:
-            row["ours_test_ppl_chunked"] = round(perplexity(model, corpus.test, p)["ppl"], 1)
-            if kind == "rnn":                                  # the usual RNN-LM figure: state carried
-                row["ours_test_ppl_stream"] = round(perplexity(model, corpus.test, p, mode="stream")["ppl"], 1)
-        row["eval"] = "chunked: independent p-token windows (as trained, state not carried)"
+               "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps, "dropout": args.dropout, "init_scale": args.init_scale,
+               "unigram_bias": args.unigram_bias, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
+               "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
+        for mode in modes(kind):
+            row[f"ours_valid_ppl_{mode}"] = round(perplexity(model, valid, p, mode=mode)["ppl"], 1)
+            if theirs is not None and seen <= torch_budget:
+                row[f"torch_valid_ppl_{mode}"] = round(torch_perplexity(theirs, valid, p, mode == "stream"), 1)
+            if final and not args.valid_tokens:
+                row[f"ours_test_ppl_{mode}"] = round(perplexity(model, corpus.test, p, mode=mode)["ppl"], 1)
+        if kind == "rnn":
+            row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)
 
     while seen < budget:
@@ -183,7 +226,7 @@ def train():
                                      drop_last=True)
         for x in batches:
             ours(x)
-            if theirs is not None:
+            if theirs is not None and seen < torch_budget:
                 theirs(x)
             seen += x.size
             if seen >= next_eval:
@@ -192,6 +235,9 @@ def train():
             if seen >= budget:
                 break
     report(final=True)
+    if args.save:
+        save_checkpoint(args.save, {k: asnumpy(v) for k, v in model.params.items()},
+                        {"model": type(model).__name__, "config": model.config, "tokens": seen})
 
 
 if __name__ == "__main__":

@@ -173,7 +173,10 @@ def token_log_prob(logits, targets):
     """log softmax(logits)[target] per row.  Shapes: logits (N, V), targets (N,) -> (N,)."""
     xp = get_xp(logits, targets)
     check_targets(targets, logits.shape[-1])
-    return logits[xp.arange(logits.shape[0]), targets] - logsumexp(logits, axis=1)
+    lse = xp.empty(logits.shape[0], dtype=logits.dtype)
+    for rows in _row_blocks(logits):                             # cache-sized temporaries only
+        lse[rows] = logsumexp(logits[rows], axis=1)
+    return logits[xp.arange(logits.shape[0]), targets] - lse
 
 
 # ----------------------------------------------------------------------------- Bernoulli

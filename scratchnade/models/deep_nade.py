@@ -264,11 +264,11 @@ class DeepNADE(SequenceModel):
         self._rng = np.random.default_rng([seed, 1])   # dropout masks, apart from the init stream
         self._buffers = {}
 
-    def logits(self, x):
-        """f_t for every position of windows x (T, B): (T, B, V), a new array."""
+    def logits(self, x, out=None):
+        """f_t for every position of windows x (T, B): (T, B, V), a new array unless `out`."""
         x = self.check_tokens(x)
         hs = hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"])))
-        return output_logits(self.params["W"], self.params["b"], hs[-1])
+        return output_logits(self.params["W"], self.params["b"], hs[-1], out)
 
     def loss_and_grads(self, x):
         """Mean NLL per token (nats) of windows x (T, B) and the gradients (see buffer reuse)."""

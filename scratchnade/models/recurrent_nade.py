@@ -462,13 +462,15 @@ class RecurrentNADE(SequenceModel):
             self.train_step += 1
         return float(loss), grads
 
-    def logits(self, x):
-        """f_t for every position of x (T, B), starting from h_0 = W_init: shape (T, B, V)."""
+    def logits(self, x, out=None):
+        """f_t for every position of x (T, B), starting from h_0 = W_init: shape (T, B, V)
+        (a new array unless `out`)."""
         x = self.check_tokens(x)
         _check_input(self.params, x)
         T, B = x.shape
         hs = hidden_states(self.params, x, masks=self._dropout_mask((*x.shape, self.H)))
-        return output_logits(self.params, hs[:T].reshape(T * B, self.H)).reshape(T, B, -1)
+        out = None if out is None else out.reshape(T * B, -1)
+        return output_logits(self.params, hs[:T].reshape(T * B, self.H), out).reshape(T, B, -1)
 
     def stream_log_prob(self, x, h0=None):
         """log p(x_t | x_<t) for a window that continues the previous one of the same stream.
@@ -480,7 +482,8 @@ class RecurrentNADE(SequenceModel):
         x = self.check_tokens(x)
         T, B = x.shape
         hs = hidden_states(self.params, x, None if h0 is None else to_device(h0, self.device))
-        f = output_logits(self.params, hs[:T].reshape(T * B, self.H))          # (T*B, V)
+        f = output_logits(self.params, hs[:T].reshape(T * B, self.H),
+                          self._buffer("f_eval", (T * B, self.vocab_size)))      # (T*B, V), reused
         return token_log_prob(f, x.reshape(T * B)).reshape(T, B), hs[T]
 
     def next_token_logits(self, history):

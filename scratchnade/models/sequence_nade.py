@@ -200,11 +200,11 @@ class SequenceNADE(SequenceModel):
         self._rng = np.random.default_rng(None if seed is None else [seed, 1])   # dropout masks
         self._buffers = {}
 
-    def logits(self, x):
-        """f_t for every position of windows x (T, B): (T, B, V), a new array."""
+    def logits(self, x, out=None):
+        """f_t for every position of windows x (T, B): (T, B, V), a new array unless `out`."""
         x = self.check_tokens(x)
         h = hidden_states(self.params, x, self._dropout_mask((*x.shape, self.config["H"])))
-        return output_logits(self.params["W"], self.params["b"], h)
+        return output_logits(self.params["W"], self.params["b"], h, out)
 
     def loss_and_grads(self, x):
         """Mean NLL per token (nats) of windows x (T, B) and the gradients (see buffer reuse)."""

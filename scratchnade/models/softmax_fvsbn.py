@@ -271,10 +271,10 @@ class SoftmaxFVSBN(SequenceModel):
         self._buffers = {}
         return super().to(device)
 
-    def logits(self, w):
-        """f_t for every position of windows w (T, B): (T, B, V), a new array."""
+    def logits(self, w, out=None):
+        """f_t for every position of windows w (T, B): (T, B, V), a new array unless `out`."""
         w = self.check_tokens(w)
-        return logits(self.params, w, self._dropout_mask(mask_shape(self.params, w)))
+        return logits(self.params, w, self._dropout_mask(mask_shape(self.params, w)), out)
 
     def loss_and_grads(self, w, mask=None):
         """Mean NLL per token (nats) of windows w (T, B) and the gradients (see buffer reuse).
