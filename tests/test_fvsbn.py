@@ -212,7 +212,7 @@ def test_sampling_matches_log_prob(form):
     D, n = 4, 100_000
     params = random_params(D, form, np.random.default_rng(6), scale=1.5, upper=False)
     m = model_with(params, form)
-    x = asnumpy(m.sample(n, rng=0))
+    x = asnumpy(m.sample(n, seed=0))
     assert x.shape == (n, D) and set(np.unique(x)) <= {0.0, 1.0}
     assert chi_square(x, params) < CHI2_LIMIT
     # the test of the test: an off-by-one sampler is caught
@@ -223,9 +223,9 @@ def test_sampling_matches_log_prob(form):
 
 def test_sampling_is_reproducible_and_temperature_zero_is_greedy():
     m = model_with(random_params(6, "matrix", np.random.default_rng(7)), "matrix")
-    np.testing.assert_array_equal(m.sample(50, rng=3), m.sample(50, rng=np.random.default_rng(3)))
-    assert not np.array_equal(m.sample(50, rng=3), m.sample(50, rng=4))
-    cold = m.sample(20, rng=1, temperature=1e-6)                  # x_t = 1[p_t > 1/2]
+    np.testing.assert_array_equal(m.sample(50, seed=3), m.sample(50, seed=np.random.default_rng(3)))
+    assert not np.array_equal(m.sample(50, seed=3), m.sample(50, seed=4))
+    cold = m.sample(20, seed=1, temperature=1e-6)                  # x_t = 1[p_t > 1/2]
     assert np.all(cold == cold[0])
     greedy = np.zeros(6)
     for t in range(6):
@@ -330,7 +330,7 @@ def test_runs_on_fake_device_and_matches_cpu(form, fake_device):
     np.testing.assert_allclose(asnumpy(dev.conditionals(x)), cpu.conditionals(x), rtol=1e-12)
     np.testing.assert_allclose(asnumpy(F.logits_loop(dev.params, to_device(x * 1.0, fake_device))),
                                F.logits_loop(cpu.params, x * 1.0), atol=1e-12)
-    np.testing.assert_array_equal(asnumpy(dev.sample(7, rng=2)), cpu.sample(7, rng=2))
+    np.testing.assert_array_equal(asnumpy(dev.sample(7, seed=2)), cpu.sample(7, seed=2))
     assert np.isclose(dev.exact_entropy(), cpu.exact_entropy(), rtol=1e-12)
     opt = Adam(lr=0.1)
     opt.step(dev.params, g_d)

@@ -246,7 +246,7 @@ def _adam_fit(model, x, steps=3000, lr=0.01):
 
 
 def test_adam_lands_on_the_closed_form_mle():
-    x = LinearGaussianAR(2, rho=[0.5, 0.2], mu=1.5, sigma=0.8, dtype=F64).sample(4, 300, rng=1)
+    x = LinearGaussianAR(2, rho=[0.5, 0.2], mu=1.5, sigma=0.8, dtype=F64).sample(4, 300, seed=1)
     best = conditional_mle(x, 2)
     model = LinearGaussianAR(2, start="conditional", dtype=F64)       # rho = 0, mu = 0, sigma = 1
     _adam_fit(model, x)
@@ -268,7 +268,7 @@ def test_samples_have_the_stationary_moments(pacf):
     n, T, mu, sigma = 20000, 6, 0.8, 1.4
     rho = rho_from_pacf(pacf)
     model = LinearGaussianAR(len(rho), rho=rho, mu=mu, sigma=sigma, dtype=F64)
-    x = model.sample(n, T, rng=0)
+    x = model.sample(n, T, seed=0)
     assert x.shape == (n, T)
     gam = reference_acov(rho, sigma, 2)
     r = gam[1] / gam[0]                                               # lag-1 autocorrelation
@@ -277,9 +277,9 @@ def test_samples_have_the_stationary_moments(pacf):
         assert abs(x[:, t].var() - gam[0]) < 5 * gam[0] * np.sqrt(2 / n)
         corr = np.corrcoef(x[:, t - 1], x[:, t])[0, 1]
         assert abs(corr - r) < 5 * (1 - r ** 2) / np.sqrt(n)
-    cold = model.sample(n, T, rng=0, temperature=0.25)               # variances scale by tau
+    cold = model.sample(n, T, seed=0, temperature=0.25)               # variances scale by tau
     assert abs(cold[:, -1].var() - 0.25 * gam[0]) < 5 * 0.25 * gam[0] * np.sqrt(2 / n)
-    np.testing.assert_array_equal(model.sample(3, T, rng=5), model.sample(3, T, rng=5))
+    np.testing.assert_array_equal(model.sample(3, T, seed=5), model.sample(3, T, seed=5))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -332,7 +332,7 @@ def test_float32_matches_float64():
     for k in g64:
         assert g32[k].dtype == np.float32 and g32[k].shape == g64[k].shape
         np.testing.assert_allclose(g32[k], g64[k], rtol=1e-4, atol=1e-5)
-    assert m32.sample(2, 4, rng=0).dtype == np.float32
+    assert m32.sample(2, 4, seed=0).dtype == np.float32
 
 
 @pytest.mark.parametrize("p, start", [(1, "stationary"), (3, "stationary"), (2, "conditional")])
@@ -355,7 +355,7 @@ def test_fake_device_matches_cpu(fake_device, p, start):
     for a, b in zip(dev.conditional_moments(x_dev), cpu.conditional_moments(x)):
         np.testing.assert_allclose(asnumpy(a), b, rtol=1e-12)
     if start == "stationary":                                         # same seed, same samples
-        np.testing.assert_allclose(asnumpy(dev.sample(4, 7, rng=3)), cpu.sample(4, 7, rng=3), rtol=1e-12)
+        np.testing.assert_allclose(asnumpy(dev.sample(4, 7, seed=3)), cpu.sample(4, 7, seed=3), rtol=1e-12)
         np.testing.assert_allclose(asnumpy(dev.autocovariance(5)), cpu.autocovariance(5), rtol=1e-12)
     fit = LinearGaussianAR.fit_closed_form(x_dev, p=p)
     assert fit.device == fake_device

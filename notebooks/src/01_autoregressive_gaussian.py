@@ -45,7 +45,7 @@ rng = np.random.default_rng(0)
 rho_true, mu_true, sigma_true = 0.8, 2.0, 0.5
 truth = LinearGaussianAR(p=1, rho=[rho_true], mu=mu_true, sigma=sigma_true, dtype=np.float64)
 B, T = (20, 100) if FAST else (200, 200)
-x = truth.sample(B, T, rng=1)                               # (B, T)
+x = truth.sample(B, T, seed=1)                              # (B, T)
 print("data", x.shape, "mean", x.mean().round(3), "var", x.var().round(3),
       "stationary var", round(sigma_true**2 / (1 - rho_true**2), 3))
 

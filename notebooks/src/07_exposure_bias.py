@@ -67,7 +67,7 @@ assert np.allclose(mine, ref), "differs from sampling.ar_k_step_error_closed_for
 print("k_step_error matches the closed form")
 
 truth = LinearGaussianAR(rho=[0.9], mu=1.0, sigma=0.5, dtype=np.float64)
-x = truth.sample(50 if FAST else 500, 200, rng=0)
+x = truth.sample(50 if FAST else 500, 200, seed=0)
 model = LinearGaussianAR.fit_closed_form(x, p=1, dtype=np.float64)
 result = sampling.ar_k_step_error(model, x, max_k=30, seed=0)
 rho_hat, sigma_hat = float(model.params["rho"][0]), float(np.exp(model.params["log_sigma"]))

@@ -74,7 +74,7 @@ def random_fvsbn(D, seed=0, scale=1.0, dtype=np.float64, device=None):
 
 def sample_dataset(model, n, seed=0):
     """n ancestral samples of `model` as a host uint8 array (n, D), like binarized MNIST."""
-    return asnumpy(model.sample(n, rng=seed)).astype(np.uint8)
+    return asnumpy(model.sample(n, seed=seed)).astype(np.uint8)
 
 
 @dataclass
@@ -218,6 +218,6 @@ def gaussian_ar_source(T=50, n_train=2000, n_valid=500, n_test=500, rho=0.8, mu=
     from ..models.gaussian_ar import LinearGaussianAR   # lazy: keeps this module's imports as they were
     truth = LinearGaussianAR(1, rho=[rho], mu=mu, sigma=sigma, dtype=np.float64, device="cpu")
     seeds = np.random.SeedSequence(seed).spawn(3)
-    splits = [np.asarray(asnumpy(truth.sample(n, T, rng=np.random.default_rng(s))))
+    splits = [np.asarray(asnumpy(truth.sample(n, T, seed=np.random.default_rng(s))))
               for n, s in zip((n_train, n_valid, n_test), seeds)]
     return GaussianARSource(*splits, entropy=gaussian_ar_entropy(T, rho, sigma), rho=rho, mu=mu, sigma=sigma)

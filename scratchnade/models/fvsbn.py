@@ -273,9 +273,9 @@ class FVSBN(Model):
         """p(x_t = 1 | x_<t) for every t.  Shapes: x (B, D) -> (B, D)."""
         return conditionals(self.params, self._input(x))
 
-    def sample(self, n, rng=None, temperature=1.0):
-        """n ancestral samples (n, D) of 0/1 in the model's dtype; rng: Generator or seed."""
-        return sample(self.params, n, rng, temperature)
+    def sample(self, n, seed=None, temperature=1.0):
+        """n ancestral samples (n, D) of 0/1 in the model's dtype; seed: an int or a Generator."""
+        return sample(self.params, n, seed, temperature)
 
     def exact_entropy(self):
         """H(p) = -sum_x p(x) log p(x) in nats, by enumerating all 2^D vectors (D <= 20).

@@ -474,6 +474,7 @@ class LinearGaussianAR(Model):
         """Stationary autocovariances gamma_0..gamma_{n_lags-1}.  Shapes: -> (n_lags,)."""
         return autocovariance(self.params["rho"], self.params["log_sigma"], n_lags)
 
-    def sample(self, n, T, rng=None, temperature=1.0):
-        """n ancestral samples of length T from the stationary start.  Shapes: -> (n, T)."""
-        return sample(self.params, n, T, rng, temperature)
+    def sample(self, n, T, seed=None, temperature=1.0):
+        """n ancestral samples of length T from the stationary start; seed: an int or a
+        Generator.  Shapes: -> (n, T)."""
+        return sample(self.params, n, T, seed, temperature)
