@@ -78,6 +78,9 @@ def _add_train_options(p):
                                                "on contiguous streams; reset every epoch)")
     _opt(g, "--dropout", type=float, help="input/embedding dropout probability (token models)")
     _opt(g, "--init-scale", type=float, help="std of the initial weights (default: the model's)")
+    _opt(g, "--init-bias", action=flag, default=True,
+         help="start the output bias at the training data's marginals: pixel logits (nade) or "
+              "unigram log-frequencies (token models)")
     _opt(g, "--scheduled-sampling", choices=["linear", "exponential", "inverse-sigmoid"],
          help="rnn: scheduled sampling (Bengio et al. 2015): at step i feed the real token with probability "
               "eps_i, else the model's own draw; eps_i decays linearly (max(min, k - c i)), exponentially "
@@ -262,8 +265,8 @@ def cmd_train(args, parser):
         write_config(run_dir, cfg)
         print(f"resumed {run_dir} after epoch {state.epoch}")
     else:
-        if hasattr(model, "init_bias") and data.kind == "binary":
-            model.init_bias(data.train)                              # b = logit of the pixel means
+        if cfg["init_bias"] and hasattr(model, "init_bias"):
+            model.init_bias(data.train)              # b = pixel logits / log unigram frequencies
         state = RunState()
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfg)

@@ -100,6 +100,17 @@ def test_rnn_train_evaluate_and_sample_text(tmp_path, capsys):
                                      for s in samples)
 
 
+@pytest.mark.parametrize("flag", ["--init-bias", "--no-init-bias"])
+def test_token_models_start_from_the_unigram_bias_unless_told_not_to(tmp_path, flag):
+    run = tmp_path / "rnn"
+    assert train(run, RNN_ARGS, 0, flag) == 0                    # 0 epochs: the initial parameters
+    b = checkpoint(run)[1]["b"].astype(np.float64)
+    if flag == "--no-init-bias":
+        assert np.all(b == 0.0)
+    else:                                                        # log frequencies of a 5-token chain
+        assert np.exp(b).sum() == pytest.approx(1.0, abs=1e-5) and np.ptp(b) > 0.01
+
+
 def test_sample_images_and_completions(tmp_path, capsys):
     run = tmp_path / "nade"
     assert train(run, NADE_ARGS, 1) == 0
