@@ -196,7 +196,7 @@ def train():
     epoch_tokens = corpus.train.size
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
     torch_budget = min(budget, args.torch_tokens or budget)
-    seen, next_eval, epoch, started = 0, args.eval_every, 0, time.perf_counter()
+    seen, step, next_eval, epoch, started = 0, 0, args.eval_every, 0, time.perf_counter()
 
     def report(final=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
@@ -229,6 +229,10 @@ def train():
             if theirs is not None and seen < torch_budget:
                 theirs(x)
             seen += x.size
+            step += 1
+            if step % 50 == 0:                                 # progress on stderr: tokens and tok/s so far
+                print(f"# {seen} tokens, {seen / (time.perf_counter() - started):.0f} tok/s", file=sys.stderr,
+                      flush=True)
             if seen >= next_eval:
                 report()
                 next_eval += args.eval_every
