@@ -1,4 +1,4 @@
-"""SequenceModel.init_bias: the output bias of every token model starts at the unigram log-frequencies."""
+"""What every token model shares: init_bias (unigram log-frequencies) and logits into a given buffer."""
 import numpy as np
 import pytest
 
@@ -33,3 +33,21 @@ def test_bad_ids_are_refused_and_leave_the_bias_alone():
     with pytest.raises(ValueError, match="non-empty"):
         model.init_bias(np.array([], dtype=np.int64))
     np.testing.assert_array_equal(asnumpy(model.params["b"]), before)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_into_a_buffer_equal_the_fresh_ones_and_log_prob_is_unchanged(name):
+    model = MODELS[name]()
+    rng = np.random.default_rng(0)
+    model.load_state_dict({k: rng.normal(0.0, 0.7, v.shape) for k, v in model.params.items()})
+    x = rng.integers(0, 4, size=(3, 5))
+    fresh = np.array(asnumpy(model.logits(x)))
+    buf = np.full((3, 5, 4), np.nan)
+    out = model.logits(x, out=buf)
+    assert np.shares_memory(out, buf)
+    np.testing.assert_allclose(buf, fresh, rtol=1e-12)
+    shifted = fresh - fresh.max(axis=-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))             # log softmax
+    expected = np.take_along_axis(logp, x[..., None], axis=-1)[..., 0]
+    for _ in range(2):                                   # the second call reuses the model's buffer
+        np.testing.assert_allclose(asnumpy(model.log_prob(x)), expected, rtol=1e-10)
