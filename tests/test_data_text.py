@@ -48,7 +48,7 @@ def test_wikitext2_counts_and_vocabulary(wikitext, data_dir):
 
 
 def test_wikitext2_loads_fast(wikitext):
-    assert wikitext.seconds < 5.0                               # about 0.9 s here, all three splits
+    assert wikitext.seconds < 30.0       # about 0.9 s on an idle 2-core machine: guards against a 30x regression
 
 
 def test_ptb_counts(ptb):
