@@ -196,7 +196,7 @@ def train():
     epoch_tokens = corpus.train.size
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
     torch_budget = min(budget, args.torch_tokens or budget)
-    seen, step, next_eval, epoch, started = 0, 0, args.eval_every, 0, time.perf_counter()
+    seen, twin_seen, step, next_eval, epoch, started = 0, 0, 0, args.eval_every, 0, time.perf_counter()
 
     def report(final=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
@@ -206,7 +206,7 @@ def train():
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
             row[f"ours_valid_ppl_{mode}"] = round(perplexity(model, valid, p, mode=mode)["ppl"], 1)
-            if theirs is not None and seen <= torch_budget:
+            if theirs is not None and twin_seen == seen:          # the twin saw exactly our batches
                 row[f"torch_valid_ppl_{mode}"] = round(torch_perplexity(theirs, valid, p, mode == "stream"), 1)
             if final and not args.valid_tokens:
                 row[f"ours_test_ppl_{mode}"] = round(perplexity(model, corpus.test, p, mode=mode)["ppl"], 1)
@@ -228,6 +228,7 @@ def train():
             ours(x)
             if theirs is not None and seen < torch_budget:
                 theirs(x)
+                twin_seen += x.size
             seen += x.size
             step += 1
             if step % 50 == 0:                                 # progress on stderr: tokens and tok/s so far
