@@ -30,6 +30,8 @@ def test_bad_ids_are_refused_and_leave_the_bias_alone():
     before = np.array(asnumpy(model.params["b"]))
     with pytest.raises(ValueError, match="out of range"):
         model.init_bias(np.array([0, 4]))
+    with pytest.raises(ValueError, match="token 3 never occurs"):
+        model.init_bias(np.array([0, 1, 2]), smoothing=0.0)
     with pytest.raises(ValueError, match="non-empty"):
         model.init_bias(np.array([], dtype=np.int64))
     np.testing.assert_array_equal(asnumpy(model.params["b"]), before)

@@ -64,6 +64,8 @@ class SequenceModel(Model):
         if ids.size == 0:
             raise ValueError("init_bias needs a non-empty array of training token ids")
         counts = np.bincount(ids, minlength=self.vocab_size) + float(smoothing)
+        if not counts.min() > 0:                                          # log 0 = -inf: a dead token
+            raise ValueError(f"token {int(counts.argmin())} never occurs in ids; use smoothing > 0")
         logp = np.log(counts / counts.sum())                              # (V,)
         b = self.params["b"]
         b[...] = to_device(np.broadcast_to(logp, b.shape).astype(b.dtype), self.device)
