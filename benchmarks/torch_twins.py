@@ -55,10 +55,13 @@ class TorchSequenceNADE(torch.nn.Module):
         T = x.shape[0]
         U = self.Wt if self.tied else self.Vt                         # (p, H, V): V_s
         e = U[torch.arange(T)[:, None], :, x]                         # (T, B, H) V_s x_s
-        a = self.c[:T, None] + torch.cumsum(e, 0) - e                 # c_t + sum_{s<t}
+        ones = torch.ones(T, T, dtype=e.dtype)
+        # running sums over positions as (T, T) @ (T, N) products: torch.cumsum along dim 0
+        # of a (T, B, V) tensor (and its flip-cumsum-flip backward) costs ~4 s per step here
+        a = self.c[:T, None] + (torch.tril(ones, -1) @ e.reshape(T, -1)).view_as(e)   # c_t + sum_{s<t}
         h = torch.sigmoid(a)
         G = torch.bmm(h, self.Wt[:T])                                 # W_s h_s, (T, B, V)
-        f = torch.cumsum(G, 0) + self.b[:T, None]                     # b_t + sum_{s<=t}
+        f = (torch.tril(ones) @ G.reshape(T, -1)).view_as(G) + self.b[:T, None]        # b_t + sum_{s<=t}
         return torch.nn.functional.cross_entropy(f.reshape(-1, f.shape[-1]), x.reshape(-1)), None
 
 

@@ -11,8 +11,11 @@ PyTorch's step by step in one process, and prints tokens/s and the ratio.
 `train` trains on the training split (RNN: consecutive stream batches with the state carried
 across chunks; NADE: shuffled p-token segments), evaluates validation perplexity every
 `--eval-every` tokens (chunked: independent p-token windows, each from the initial state / with
-the history inside the window, as trained), and test perplexity at the end.  With `--torch` the
-PyTorch twin starts from the same parameters and sees the same batches, and both curves print.
+the history inside the window, as trained; stream: the RNN's state carried through 64 contiguous
+streams), and test perplexity at the end (`--final-sliding` adds the NADE's sliding-window figure).
+With `--torch` the PyTorch twin starts from the same parameters, sees the same batches and follows
+the same learning rate, and both curves print.  `--decay 0.25` divides the learning rate by 4
+whenever validation perplexity fails to improve; `--minutes` caps the wall time.
 One JSON line per result.  Needs the data (SCRATCHNADE_DATA or --data-dir) and, for the
 comparison, torch (CPU build).
 """
@@ -37,6 +40,16 @@ def parse(argv):
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--epochs", type=float, default=None, help="training budget in epochs (or --tokens)")
     p.add_argument("--tokens", type=int, default=None, help="training budget in tokens")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="also stop after this many minutes of wall time (then the final report as usual)")
+    p.add_argument("--decay", type=float, default=None,
+                   help="multiply lr (ours and the twin's) by this factor whenever a validation run does "
+                        "not improve on the best so far (the usual RNN-LM schedule; e.g. 0.25)")
+    p.add_argument("--eval-start", action="store_true",
+                   help="also report validation perplexity before the first step (the unigram start)")
+    p.add_argument("--final-sliding", action="store_true",
+                   help="nade: also report test perplexity with a sliding window (stride 1: every token "
+                        "sees its full p-token history; p times the cost of chunked)")
     p.add_argument("--eval-every", type=int, default=262_144, help="tokens between validation runs")
     p.add_argument("--unigram-bias", action="store_true",
                    help="start the output bias b at the log unigram frequencies (model.init_bias)")
@@ -108,7 +121,7 @@ def torch_step_fn(model, lr, clip):
         torch.set_num_threads(args.threads)
     net = twin(model)
     opt = (torch.optim.SGD(net.parameters(), lr=lr) if args.optimizer == "sgd"
-           else torch.optim.Adam(net.parameters(), lr=lr, eps=args.eps))
+           else torch.optim.Adam(net.parameters(), lr=lr, eps=args.eps, fused=True))
     state = {"h": None}
 
     def step(x):
@@ -124,7 +137,7 @@ def torch_step_fn(model, lr, clip):
 
     def reset():
         state["h"] = None
-    step.reset, step.net = reset, net
+    step.reset, step.net, step.torch_opt = reset, net, opt
     return step
 
 
@@ -139,7 +152,20 @@ def our_step_fn(model, lr, clip):
         loss, grads = model.loss_and_grads(x)
         opt.step(model.params, grads)
         return loss
+    step.opt = opt
     return step
+
+
+def set_lr(steps, lr):
+    """Give every optimizer behind `steps` (ours, and the twin's when present) the learning rate lr."""
+    for step in steps:
+        if step is None:
+            continue
+        if hasattr(step, "opt"):                                 # ours
+            step.opt.lr = lr
+        if hasattr(step, "torch_opt"):                           # the twin's
+            for group in step.torch_opt.param_groups:
+                group["lr"] = lr
 
 
 def speed():
@@ -197,12 +223,17 @@ def train():
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
     torch_budget = min(budget, args.torch_tokens or budget)
     seen, twin_seen, step, next_eval, epoch, started = 0, 0, 0, args.eval_every, 0, time.perf_counter()
+    schedule = {"lr": args.lr, "best": math.inf}
 
-    def report(final=False):
+    def out_of_time():
+        return args.minutes is not None and time.perf_counter() - started > 60 * args.minutes
+
+    def report(final=False, start=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
-               "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps, "dropout": args.dropout, "init_scale": args.init_scale,
-               "unigram_bias": args.unigram_bias, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
+               "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
+               "dropout": args.dropout, "init_scale": args.init_scale, "unigram_bias": args.unigram_bias,
+               "lr_now": schedule["lr"], "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
             row[f"ours_valid_ppl_{mode}"] = round(perplexity(model, valid, p, mode=mode)["ppl"], 1)
@@ -210,11 +241,21 @@ def train():
                 row[f"torch_valid_ppl_{mode}"] = round(torch_perplexity(theirs, valid, p, mode == "stream"), 1)
             if final and not args.valid_tokens:
                 row[f"ours_test_ppl_{mode}"] = round(perplexity(model, corpus.test, p, mode=mode)["ppl"], 1)
+        if final and args.final_sliding and kind == "nade" and not args.valid_tokens:
+            row["ours_test_ppl_sliding"] = round(perplexity(model, corpus.test, p, mode="sliding")["ppl"], 1)
         if kind == "rnn":
             row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)
+        first = row[f"ours_valid_ppl_{modes(kind)[0]}"]
+        if args.decay and not (final or start):
+            if first >= schedule["best"]:                       # no progress: lr *= decay, both models
+                schedule["lr"] *= args.decay
+                set_lr([ours, theirs], schedule["lr"])
+            schedule["best"] = min(schedule["best"], first)
 
-    while seen < budget:
+    if args.eval_start:
+        report(start=True)
+    while seen < budget and not out_of_time():
         epoch += 1
         if kind == "rnn":
             batches = stream_batches(corpus.train, p, args.batch_size, drop_last=True)
@@ -237,7 +278,7 @@ def train():
             if seen >= next_eval:
                 report()
                 next_eval += args.eval_every
-            if seen >= budget:
+            if seen >= budget or out_of_time():
                 break
     report(final=True)
     if args.save:
