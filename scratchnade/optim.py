@@ -20,10 +20,17 @@ that applies it to a ``dict`` of parameters.  Every class offers
 Per-parameter state (velocity, Adam moments) is keyed by parameter name and created on the
 first step with ``xp.zeros_like``.  Temporaries go into one reused scratch buffer per
 device and dtype (sized for the largest parameter), so a step allocates nothing big.
+
+Speed.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
+weight each pass streams ~272 MB through memory, so on the host the classes apply the rule
+block by block (BLOCK_BYTES per array), where all the passes over one block stay in the L2
+cache; the result is bit for bit the same.  On a GPU the rule runs on whole arrays.
 """
 import numpy as np
 
 from .backend import asnumpy, device_of, get_xp, to_device
+
+BLOCK_BYTES = 1 << 18    # host updates run over 256 KB blocks of each array: w, g, state, tmp fit in L2
 
 
 # ----------------------------------------------------------------------------- update rules
@@ -155,6 +162,20 @@ def clip_grad_norm(grads, max_norm):
 
 # ----------------------------------------------------------------------------- optimizers
 
+def _blocks(*arrays):
+    """Slices of the flat arrays (all of one size) that an update rule runs over in turn.
+
+    Cache-sized blocks of BLOCK_BYTES on the host, for arrays larger than one block that are
+    all C-contiguous (so their flat views write through).  None otherwise: a small or strided
+    array, or a GPU, where a block would only add kernel launches; the rule then runs once.
+    """
+    a = arrays[0]
+    step = max(1, BLOCK_BYTES // a.itemsize)
+    if get_xp(*arrays) is not np or a.size <= step or not all(x.flags.c_contiguous for x in arrays):
+        return None
+    return [slice(i, min(i + step, a.size)) for i in range(0, a.size, step)]
+
+
 class Optimizer:
     """Common machinery: checks, weight decay, clipping, lazy state, scratch, state_dict.
 
@@ -190,7 +211,17 @@ class Optimizer:
             if self.weight_decay:
                 g = get_xp(w).multiply(w, self.weight_decay, out=self._buffer(w, "decay"))
                 g += grads[name]           # g + wd * w: classic L2
-            self._update(w, g, self._state(name, w), self._buffer(w, "tmp"))
+            self._apply(w, g, self._state(name, w), self._buffer(w, "tmp"))
+
+    def _apply(self, w, g, state, tmp):
+        """The update rule on whole arrays, or block by block on the host (the same bits)."""
+        blocks = _blocks(w, g, tmp, *state.values())
+        if blocks is None:                                          # GPU, small or strided arrays
+            return self._update(w, g, state, tmp)
+        w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
+        state = {k: a.reshape(-1) for k, a in state.items()}
+        for b in blocks:
+            self._update(w[b], g[b], {k: a[b] for k, a in state.items()}, tmp[b])
 
     def _update(self, w, g, state, tmp):
         raise NotImplementedError

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from scratchnade import optim
 from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.optim import (SGD, Adam, Nesterov, adam_update, clip_grad_norm, grad_norm,
                                nesterov_update, sgd_update)
@@ -199,6 +200,33 @@ def test_step_allocates_no_parameter_sized_temporaries():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < params["W"].nbytes / 100, f"{type(opt).__name__} allocated {peak} bytes"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make, rule", [
+    (lambda: SGD(0.1), lambda w, g, s, t: sgd_update(w, g, 0.1)),
+    (lambda: Nesterov(0.1, momentum=0.8), lambda w, g, s, t: nesterov_update(w, g, s["v"], 0.1, 0.8)),
+    (lambda: Adam(3e-3, eps=1e-5), lambda w, g, s, t: adam_update(w, g, s["m"], s["v"], t, 3e-3, 0.9, 0.999, 1e-5)),
+])
+def test_host_blocks_give_the_whole_array_rule_bit_for_bit(make, rule, dtype):
+    """On the host a big parameter is updated in cache-sized blocks: the same bits as the pure
+    rule on the whole array, also for a size that is no multiple of the block and a strided array."""
+    n = 3 * (optim.BLOCK_BYTES // np.dtype(dtype).itemsize) + 17
+    rng = np.random.default_rng(0)
+    params = {"big": rng.standard_normal(n).astype(dtype),
+              "strided": rng.standard_normal((40, 30)).astype(dtype).T,     # not C-contiguous
+              "small": rng.standard_normal(5).astype(dtype)}
+    expect = {k: v.copy() for k, v in params.items()}
+    state = {k: {"m": np.zeros_like(v), "v": np.zeros_like(v)} for k, v in params.items()}
+    opt = make()
+    for t in (1, 2, 3):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+        opt.step(params, grads)
+        for k in params:
+            rule(expect[k], grads[k], state[k], t)
+    assert len(optim._blocks(params["big"], params["big"])) == 4           # really blocked
+    for k in params:
+        np.testing.assert_array_equal(params[k], expect[k], err_msg=k)
 
 
 # ----------------------------------------------------------------------------- state_dict
