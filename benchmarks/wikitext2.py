@@ -37,6 +37,9 @@ def parse(argv):
     p.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon")
     p.add_argument("--clip", type=float, default=0.25)
     p.add_argument("--init-scale", type=float, default=0.1)
+    p.add_argument("--output-init-scale", type=float, default=None,
+                   help="untied models: redraw the output weights (rnn W_o, nade W) at this scale (0: zeros), "
+                        "so the random inputs shape h while the logits start at the bias")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--epochs", type=float, default=None, help="training budget in epochs (or --tokens)")
     p.add_argument("--tokens", type=int, default=None, help="training budget in tokens")
@@ -95,6 +98,17 @@ def build(kind, V, p, a):
         return RecurrentNADE(V, H=a.hidden, tied=a.tied, carry_state=True, dropout=a.dropout,
                              init_scale=a.init_scale, seed=a.seed)
     return SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale, seed=a.seed)
+
+
+def redraw_output(model, scale, seed):
+    """Output weights ~ N(0, scale^2) (RNN W_o, NADE W), the rest as built.  Untied models only:
+    tied, the same array is also the input weights."""
+    if model.config["tied"]:
+        raise SystemExit("--output-init-scale needs an untied model (tied, W_o / W is also the input)")
+    name = "W_o" if kind_of(model) == "rnn" else "W"
+    w = model.params[name]
+    new = np.random.default_rng([seed, 2]).normal(0.0, scale, size=w.shape)
+    w[...] = to_device(new.astype(w.dtype), model.device)
 
 
 def diagnostics(model, ids):
@@ -215,6 +229,8 @@ def train():
     kind = args.model
     p = args.order or (35 if kind == "rnn" else 8)
     model = build(kind, corpus.vocab_size, p, args)
+    if args.output_init_scale is not None:
+        redraw_output(model, args.output_init_scale, args.seed)
     if args.unigram_bias:
         model.init_bias(corpus.train)
     ours = our_step_fn(model, args.lr, args.clip)
@@ -232,7 +248,8 @@ def train():
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
                "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
-               "dropout": args.dropout, "init_scale": args.init_scale, "unigram_bias": args.unigram_bias,
+               "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
+               "unigram_bias": args.unigram_bias,
                "lr_now": schedule["lr"], "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
@@ -242,7 +259,8 @@ def train():
             if final and not args.valid_tokens:
                 row[f"ours_test_ppl_{mode}"] = round(perplexity(model, corpus.test, p, mode=mode)["ppl"], 1)
         if final and args.final_sliding and kind == "nade" and not args.valid_tokens:
-            row["ours_test_ppl_sliding"] = round(perplexity(model, corpus.test, p, mode="sliding")["ppl"], 1)
+            row["ours_test_ppl_sliding"] = round(perplexity(model, corpus.test, p, batch_size=512,   # big matmuls
+                                                            mode="sliding")["ppl"], 1)
         if kind == "rnn":
             row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)

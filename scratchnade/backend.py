@@ -90,6 +90,8 @@ def default_device():
 
 def device_of(a):
     """Name of the device that holds array `a` (``"cpu"`` for NumPy arrays and Python scalars)."""
+    if type(a) is np.ndarray:                  # the common case first: optimizers call this per block
+        return "cpu"
     if type(a).__module__.startswith("cupy"):
         return "gpu"
     for dev in _DEVICES.values():
