@@ -239,7 +239,7 @@ def train():
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
     torch_budget = min(budget, args.torch_tokens or budget)
     seen, twin_seen, step, next_eval, epoch, started = 0, 0, 0, args.eval_every, 0, time.perf_counter()
-    schedule = {"lr": args.lr, "best": math.inf}
+    best = {"ppl": math.inf}                                # for --decay
 
     def out_of_time():
         return args.minutes is not None and time.perf_counter() - started > 60 * args.minutes
@@ -250,7 +250,7 @@ def train():
                "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
                "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
                "unigram_bias": args.unigram_bias,
-               "lr_now": schedule["lr"], "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
+               "lr_now": ours.opt.lr, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
             row[f"ours_valid_ppl_{mode}"] = round(perplexity(model, valid, p, mode=mode)["ppl"], 1)
@@ -264,12 +264,11 @@ def train():
         if kind == "rnn":
             row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)
-        first = row[f"ours_valid_ppl_{modes(kind)[0]}"]
+        ppl = row[f"ours_valid_ppl_{modes(kind)[0]}"]
         if args.decay and not (final or start):
-            if first >= schedule["best"]:                       # no progress: lr *= decay, both models
-                schedule["lr"] *= args.decay
-                set_lr([ours, theirs], schedule["lr"])
-            schedule["best"] = min(schedule["best"], first)
+            if ppl >= best["ppl"]:                              # no progress: lr *= decay, both models
+                set_lr([ours, theirs], ours.opt.lr * args.decay)
+            best["ppl"] = min(best["ppl"], ppl)
 
     if args.eval_start:
         report(start=True)
