@@ -6,7 +6,8 @@
 
 `speed` times forward + backward + Adam step (float32, B = 32, H = 256, V = 33,278) for the
 recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternating ours and
-PyTorch's step by step in one process, and prints tokens/s and the ratio.
+PyTorch's step by step in one process, and prints tokens/s and the ratio; on WikiText-2's
+first training batches (default) or, with `--ids uniform`, on uniform random ids.
 
 `train` trains on the training split (RNN: consecutive stream batches with the state carried
 across chunks; NADE: shuffled p-token segments), evaluates validation perplexity every
@@ -15,7 +16,8 @@ the history inside the window, as trained; stream: the RNN's state carried throu
 streams), and test perplexity at the end (`--final-sliding` adds the NADE's sliding-window figure).
 With `--torch` the PyTorch twin starts from the same parameters, sees the same batches and follows
 the same learning rate, and both curves print.  `--decay 0.25` divides the learning rate by 4
-whenever validation perplexity fails to improve; `--minutes` caps the wall time.
+whenever validation perplexity fails to improve; `--anneal` decays it linearly to zero over the
+budget (tokens or `--minutes`, whichever runs out first); `--minutes` caps the wall time.
 One JSON line per result.  Needs the data (SCRATCHNADE_DATA or --data-dir) and, for the
 comparison, torch (CPU build).
 """
@@ -48,6 +50,9 @@ def parse(argv):
     p.add_argument("--decay", type=float, default=None,
                    help="multiply lr (ours and the twin's) by this factor whenever a validation run does "
                         "not improve on the best so far (the usual RNN-LM schedule; e.g. 0.25)")
+    p.add_argument("--anneal", action="store_true",
+                   help="decay lr linearly to 0 over the budget: lr * (1 - progress), progress the larger of "
+                        "the token fraction and (with --minutes) the wall-time fraction, set before every step")
     p.add_argument("--eval-start", action="store_true",
                    help="also report validation perplexity before the first step (the unigram start)")
     p.add_argument("--final-sliding", action="store_true",
@@ -65,6 +70,9 @@ def parse(argv):
                    help="train the twin only for the first N tokens (default: the whole budget)")
     p.add_argument("--save", default=None, help="write our final parameters to this .npz checkpoint")
     p.add_argument("--steps", type=int, default=8, help="timed steps per model (speed)")
+    p.add_argument("--ids", choices=["wikitext2", "uniform"], default="wikitext2",
+                   help="speed: time on WikiText-2 training batches (needs the data) or on uniform random ids; "
+                        "the batch's tokens decide how many rows of an input weight get a gradient")
     p.add_argument("--threads", type=int, default=None, help="BLAS / torch threads (default: library default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
@@ -182,14 +190,24 @@ def set_lr(steps, lr):
                 group["lr"] = lr
 
 
+def speed_batches(kind, p, train, rng):
+    """args.steps + 1 batches (p, B): the first training batches as `train` would see them, or uniform ids."""
+    if train is None:
+        return list(rng.integers(0, V_WIKITEXT2, size=(args.steps + 1, p, args.batch_size)))
+    batches = (stream_batches(train, p, args.batch_size, drop_last=True) if kind == "rnn" else
+               window_batches(train, p, args.batch_size, rng=rng, drop_last=True))
+    return [x for _, x in zip(range(args.steps + 1), batches)]
+
+
 def speed():
-    """tokens/s of ours and PyTorch's on random ids at WikiText-2's vocabulary."""
+    """tokens/s of ours and PyTorch's at WikiText-2's vocabulary, on its training batches or random ids."""
     rng = np.random.default_rng(args.seed)
+    train = load_wikitext2(args.data_dir).train if args.ids == "wikitext2" else None
     for kind, p, tied in [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]:
         args.tied = tied
         model = build(kind, V_WIKITEXT2, p, args)
         ours, theirs = our_step_fn(model, 1e-3, None), torch_step_fn(model, 1e-3, None)
-        xs = rng.integers(0, V_WIKITEXT2, size=(args.steps + 1, p, args.batch_size))
+        xs = speed_batches(kind, p, train, rng)
         times = {"ours": [], "torch": []}
         for i, x in enumerate(xs):
             order = (("ours", ours), ("torch", theirs)) if i % 2 == 0 else (("torch", theirs), ("ours", ours))
@@ -203,7 +221,7 @@ def speed():
         print(json.dumps({"benchmark": "wikitext2_speed", "model": kind, "p": p, "tied": tied, "B": args.batch_size,
                           "H": args.hidden, "V": V_WIKITEXT2, "threads": args.threads or "default",
                           "ours_tok_s": round(o), "torch_tok_s": round(t), "ratio": round(o / t, 2),
-                          "steps": args.steps}), flush=True)
+                          "steps": args.steps, "ids": args.ids}), flush=True)
 
 
 def torch_perplexity(step, ids, p, stream):
@@ -244,12 +262,16 @@ def train():
     def out_of_time():
         return args.minutes is not None and time.perf_counter() - started > 60 * args.minutes
 
+    def progress():
+        by_time = (time.perf_counter() - started) / (60 * args.minutes) if args.minutes else 0.0
+        return max(seen / budget, by_time)
+
     def report(final=False, start=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
                "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
                "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
-               "unigram_bias": args.unigram_bias,
+               "unigram_bias": args.unigram_bias, "anneal": args.anneal,
                "lr_now": ours.opt.lr, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
@@ -283,6 +305,8 @@ def train():
             batches = window_batches(corpus.train, p, args.batch_size, rng=np.random.default_rng([args.seed, epoch]),
                                      drop_last=True)
         for x in batches:
+            if args.anneal:
+                set_lr([ours, theirs], args.lr * max(0.0, 1.0 - progress()))
             ours(x)
             if theirs is not None and seen < torch_budget:
                 theirs(x)

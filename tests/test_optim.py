@@ -210,7 +210,8 @@ def test_step_allocates_no_parameter_sized_temporaries():
 ])
 def test_host_blocks_give_the_whole_array_rule_bit_for_bit(make, rule, dtype):
     """On the host a big parameter is updated in cache-sized blocks: the same bits as the pure
-    rule on the whole array, also for a size that is no multiple of the block and a strided array."""
+    rule on the whole array, also for a size that is no multiple of the block, a strided array,
+    and blocks whose gradient is zero (they take the rule's g = 0 form)."""
     n = 3 * (optim.BLOCK_BYTES // np.dtype(dtype).itemsize) + 17
     rng = np.random.default_rng(0)
     params = {"big": rng.standard_normal(n).astype(dtype),
@@ -219,14 +220,58 @@ def test_host_blocks_give_the_whole_array_rule_bit_for_bit(make, rule, dtype):
     expect = {k: v.copy() for k, v in params.items()}
     state = {k: {"m": np.zeros_like(v), "v": np.zeros_like(v)} for k, v in params.items()}
     opt = make()
-    for t in (1, 2, 3):
+    block = optim.BLOCK_BYTES // np.dtype(dtype).itemsize
+    for t in (1, 2, 3, 4):
         grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+        grads["big"][block:2 * block] = 0.0               # a zero-gradient block (an untouched embedding row)
+        if t == 4:
+            grads["big"][:] = 0.0                         # every block: moments decay, w still moves
         opt.step(params, grads)
         for k in params:
             rule(expect[k], grads[k], state[k], t)
     assert len(optim._blocks(params["big"], params["big"])) == 4           # really blocked
     for k in params:
         np.testing.assert_array_equal(params[k], expect[k], err_msg=k)
+    for name, st_ in opt.state.items():                     # the moments too
+        for s, a in st_.items():
+            np.testing.assert_array_equal(a, state[name][s], err_msg=f"{s}/{name}")
+
+
+def test_flush_subnormals_zeroes_exactly_the_entries_below_the_threshold():
+    tiny = np.finfo(np.float32).tiny
+    a = np.array([tiny / 4, -tiny / 4, tiny, -2.2 * tiny, 2.4 * tiny, -2.6 * tiny, 1e-30, -3.0, 0.0],
+                 dtype=np.float32)
+    expect = np.where(np.abs(a) < 2.5 * tiny, 0.0, a).astype(np.float32)
+    optim.flush_subnormals_(a, 2.5 * tiny)
+    np.testing.assert_array_equal(a, expect)
+    assert expect[5] != 0 and expect[4] == 0                        # the threshold really cuts
+
+
+@pytest.mark.parametrize("make, moment", [(lambda: Adam(1e-3, eps=1e-5), "m"),
+                                          (lambda: Nesterov(0.01, momentum=0.9), "v")])
+@pytest.mark.parametrize("n", [2 * optim.BLOCK_BYTES // 4, 1000])  # host blocks, and one whole array
+def test_a_decaying_moment_never_turns_subnormal(make, moment, n):
+    """A row whose gradient stays 0 (a rare token's embedding row) decays m <- 0.9 m: after
+    ~750 steps it would be subnormal (~50x slower per operation on x86).  Every flush_every
+    steps the optimizers zero what would get there before the next flush; w ends exactly
+    where the unflushed rule puts it."""
+    rng = np.random.default_rng(0)
+    params = {"E": rng.standard_normal(n).astype(np.float32)}
+    g0 = (rng.standard_normal(n) * 1e-3).astype(np.float32)
+    reference = {"E": params["E"].copy()}
+    opt, ref = make(), make()
+    ref.flush_every = None                                          # the plain rule
+    zero = {"E": np.zeros(n, np.float32)}
+    tiny = np.finfo(np.float32).tiny
+    for t in range(900):
+        opt.step(params, {"E": g0} if t == 0 else zero)
+        ref.step(reference, {"E": g0} if t == 0 else zero)
+        m = opt.state["E"][moment]
+        assert not np.any((m != 0) & (np.abs(m) < tiny)), f"subnormal after step {t + 1}"
+    r = ref.state["E"][moment]
+    assert np.any((r != 0) & (np.abs(r) < tiny))                   # unflushed, it did go subnormal
+    assert not opt.state["E"][moment].any()                         # flushed: exactly 0 by now
+    np.testing.assert_array_equal(params["E"], reference["E"])
 
 
 # ----------------------------------------------------------------------------- state_dict
