@@ -158,8 +158,9 @@ def flush_subnormals_(a, threshold, tmp=None):
 
 def flush_threshold(dtype, decay, every):
     """The |a| below which a state decaying by `decay` per step is flushed, every `every` steps:
-    tiny / decay^every, so that nothing above it turns subnormal before the next flush."""
-    return float(np.finfo(dtype).tiny) / decay ** every
+    tiny / decay^every, so that nothing above it turns subnormal before the next flush.
+    At most 2^20 tiny (~1e-32 in float32): a faster decay crosses the subnormals in a step or two."""
+    return float(np.finfo(dtype).tiny) / max(decay ** every, 2.0 ** -20)
 
 
 # ----------------------------------------------------------------------------- gradient norms
@@ -218,10 +219,13 @@ def clip_grad_norm(grads, max_norm):
 
 # ----------------------------------------------------------------------------- optimizers
 
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}      # float itemsize -> same-size unsigned int
+
+
 def _all_zero(g):
     """True when every entry of the host block g is +0.0: its bits, read as unsigned
     integers, have maximum 0 (one cheap pass; -0.0 counts as nonzero, which is safe)."""
-    return int(g.view(np.dtype(f"u{g.itemsize}")).max()) == 0
+    return not g.view(_UINT[g.itemsize]).max()
 
 
 def _blocks(*arrays):
@@ -242,7 +246,9 @@ class Optimizer:
     """Common machinery: checks, weight decay, clipping, lazy state, scratch, state_dict.
 
     Subclasses set ``state_names`` (per-parameter arrays), ``hyper_names`` (extra
-    hyperparameters saved in state_dict) and implement ``_update(w, g, state, tmp)``.
+    hyperparameters saved in state_dict) and implement ``_update(w, g, state, tmp)``,
+    ``_update_zero_grad(w, state, tmp)`` (the same rule with g = 0) and, when their state
+    decays, ``_decays()`` (for the subnormal flush).
     """
     state_names = ()
     hyper_names = ()

@@ -247,6 +247,13 @@ def test_flush_subnormals_zeroes_exactly_the_entries_below_the_threshold():
     assert expect[5] != 0 and expect[4] == 0                        # the threshold really cuts
 
 
+def test_flush_threshold_stays_far_below_any_real_moment():
+    tiny = np.finfo(np.float32).tiny
+    assert optim.flush_threshold(np.float32, 0.9, 8) == pytest.approx(tiny / 0.9 ** 8)
+    assert optim.flush_threshold(np.float32, 0.999, 8) < 1.01 * tiny
+    assert optim.flush_threshold(np.float32, 1e-5, 8) == 2.0 ** 20 * tiny    # capped: not 1e40 tiny
+
+
 @pytest.mark.parametrize("make, moment", [(lambda: Adam(1e-3, eps=1e-5), "m"),
                                           (lambda: Nesterov(0.01, momentum=0.9), "v")])
 @pytest.mark.parametrize("n", [2 * optim.BLOCK_BYTES // 4, 1000])  # host blocks, and one whole array
