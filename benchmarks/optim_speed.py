@@ -9,6 +9,9 @@ zero_grad  an embedding-shaped weight (33,278 x 256) whose gradient has 224 Zipf
 subnormal  the same weight over --sparse-steps Adam steps: with the subnormal flush (default) against
            without (flush_every = None); rows left untouched for ~750 steps turn m subnormal.
 
+torch_subnormal  (when torch is installed) PyTorch's fused CPU Adam on the same weight with its m filled
+           with normal (1e-30) against subnormal (1e-39) values: the same trap, without a flush.
+
 Each pair gives the same values (tests/test_optim.py); this measures the time.  Pairs run in one
 process (alternated where a step is repeatable) and medians are compared, since the machine may be shared.
 """
@@ -121,10 +124,37 @@ def subnormal():
     print(json.dumps(row), flush=True)
 
 
+def torch_subnormal():
+    try:
+        import torch
+    except ImportError:
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = {"benchmark": "optim_speed", "case": "torch_subnormal", "optimizer": "torch Adam(fused=True)",
+           "floats": 33_278 * 256, "torch": torch.__version__}
+    for label, m in [("normal", 1e-30), ("subnormal", 1e-39)]:
+        w = torch.nn.Parameter(torch.randn(33_278 * 256) * 0.01)
+        opt = torch.optim.Adam([w], lr=1e-3, fused=True)
+        w.grad = torch.zeros_like(w)
+        opt.step()                                                   # creates the state
+        times = []
+        for _ in range(args.repeats * 2):
+            opt.state[w]["exp_avg"].fill_(m)
+            opt.state[w]["exp_avg_sq"].fill_(1e-10)
+            t0 = time.perf_counter()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        row[f"{label}_m_s"] = round(float(np.median(times)), 4)
+    row["slowdown"] = round(row["subnormal_m_s"] / row["normal_m_s"], 1)
+    print(json.dumps(row), flush=True)
+
+
 def main():
     blocks()
     zero_grad()
     subnormal()
+    torch_subnormal()
 
 
 if __name__ == "__main__":
