@@ -17,7 +17,8 @@ streams), and test perplexity at the end (`--final-sliding` adds the NADE's slid
 With `--torch` the PyTorch twin starts from the same parameters, sees the same batches and follows
 the same learning rate, and both curves print.  `--decay 0.25` divides the learning rate by 4
 whenever validation perplexity fails to improve; `--anneal` decays it linearly to zero over the
-budget (tokens or `--minutes`, whichever runs out first); `--minutes` caps the wall time.
+budget (tokens or `--minutes`, whichever runs out first), `--anneal 0.5` over its second half only;
+`--minutes` caps the wall time.
 One JSON line per result.  Needs the data (SCRATCHNADE_DATA or --data-dir) and, for the
 comparison, torch (CPU build).
 """
@@ -50,9 +51,10 @@ def parse(argv):
     p.add_argument("--decay", type=float, default=None,
                    help="multiply lr (ours and the twin's) by this factor whenever a validation run does "
                         "not improve on the best so far (the usual RNN-LM schedule; e.g. 0.25)")
-    p.add_argument("--anneal", action="store_true",
-                   help="decay lr linearly to 0 over the budget: lr * (1 - progress), progress the larger of "
-                        "the token fraction and (with --minutes) the wall-time fraction, set before every step")
+    p.add_argument("--anneal", type=float, nargs="?", const=0.0, default=None, metavar="FROM",
+                   help="decay lr linearly to 0 over the budget, set before every step: constant lr until "
+                        "progress FROM (default 0), then lr * (1 - progress) / (1 - FROM); progress is the "
+                        "larger of the token fraction and (with --minutes) the wall-time fraction")
     p.add_argument("--eval-start", action="store_true",
                    help="also report validation perplexity before the first step (the unigram start)")
     p.add_argument("--final-sliding", action="store_true",
@@ -190,6 +192,11 @@ def set_lr(steps, lr):
                 group["lr"] = lr
 
 
+def anneal_factor(progress, start):
+    """Stable-then-decay: 1 until `start`, then linear to 0 at progress 1 (start = 0: linear from the first step)."""
+    return min(1.0, max(0.0, 1.0 - progress) / (1.0 - start))
+
+
 def speed_batches(kind, p, train, rng):
     """args.steps + 1 batches (p, B): the first training batches as `train` would see them, or uniform ids."""
     if train is None:
@@ -305,8 +312,8 @@ def train():
             batches = window_batches(corpus.train, p, args.batch_size, rng=np.random.default_rng([args.seed, epoch]),
                                      drop_last=True)
         for x in batches:
-            if args.anneal:
-                set_lr([ours, theirs], args.lr * max(0.0, 1.0 - progress()))
+            if args.anneal is not None:
+                set_lr([ours, theirs], args.lr * anneal_factor(progress(), args.anneal))
             ours(x)
             if theirs is not None and seen < torch_budget:
                 theirs(x)
