@@ -98,7 +98,7 @@ from scratchnade.data.text import load_wikitext2, stream_batches, window_batches
 from scratchnade.evaluate import perplexity  # noqa: E402
 from scratchnade.models import RecurrentNADE, SequenceNADE  # noqa: E402
 from scratchnade.models.recurrent_nade import hidden_states  # noqa: E402
-from scratchnade.optim import SGD, Adam  # noqa: E402
+from scratchnade.optim import SGD, Adam, linear_anneal  # noqa: E402
 
 V_WIKITEXT2 = 33_278
 
@@ -190,11 +190,6 @@ def set_lr(steps, lr):
         if hasattr(step, "torch_opt"):                           # the twin's
             for group in step.torch_opt.param_groups:
                 group["lr"] = lr
-
-
-def anneal_factor(progress, start):
-    """Stable-then-decay: 1 until `start`, then linear to 0 at progress 1 (start = 0: linear from the first step)."""
-    return min(1.0, max(0.0, 1.0 - progress) / (1.0 - start))
 
 
 def speed_batches(kind, p, train, rng):
@@ -313,7 +308,7 @@ def train():
                                      drop_last=True)
         for x in batches:
             if args.anneal is not None:
-                set_lr([ours, theirs], args.lr * anneal_factor(progress(), args.anneal))
+                set_lr([ours, theirs], args.lr * linear_anneal(progress(), args.anneal))
             ours(x)
             if theirs is not None and seen < torch_budget:
                 theirs(x)

@@ -118,6 +118,9 @@ def _add_train_options(p):
     _opt(g, "--lr-decay", type=float, help="multiply lr by this when validation stalls")
     _opt(g, "--lr-patience", type=int, default=1, help="stalled epochs before each lr decay")
     _opt(g, "--warmup", type=int, default=0, help="linear lr warm-up over this many steps")
+    _opt(g, "--anneal", type=float, nargs="?", const=0.0, metavar="FROM",
+         help="decay lr linearly to 0 over the run's --epochs, constant until the fraction FROM of its steps "
+              "(bare --anneal: from the first step; --anneal 0.5: over the second half)")
     _opt(g, "--max-batches", type=int, help="at most this many training batches per epoch (quick runs)")
     _opt(g, "--seed", type=int, default=0, help="initialisation, batch order and dropout")
     g = p.add_argument_group("hardware and output")
@@ -201,6 +204,9 @@ def fresh_config(parser, explicit, file_cfg):
         raise UsageError("--momentum only applies to --optimizer nesterov")
     if ("betas" in given or "eps" in given) and cfg["optimizer"] != "adam":
         raise UsageError("--betas and --eps only apply to --optimizer adam")
+    if cfg.get("anneal") is not None and not 0.0 <= cfg["anneal"] < 1.0:
+        raise UsageError(f"--anneal FROM must be in [0, 1) (the fraction of the run at constant lr), "
+                         f"got {cfg['anneal']}")
     return cfg
 
 

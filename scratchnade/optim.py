@@ -243,6 +243,19 @@ def _blocks(*arrays):
     return [slice(i, min(i + step, a.size)) for i in range(0, a.size, step)]
 
 
+def linear_anneal(progress, start=0.0):
+    """Learning-rate multiplier of a stable-then-decay schedule at `progress` in [0, 1] of a run.
+
+        m = 1                                  progress <= start
+        m = (1 - progress) / (1 - start)       start < progress <= 1   (linear to 0 at the end)
+
+    start = 0 decays from the first step; start = 0.5 keeps lr for the first half of the run.
+    """
+    if not 0.0 <= start < 1.0:
+        raise ValueError(f"anneal start must be in [0, 1), got {start}")
+    return min(1.0, max(0.0, 1.0 - progress) / (1.0 - start))
+
+
 class Optimizer:
     """Common machinery: checks, weight decay, clipping, lazy state, scratch, state_dict.
 

@@ -36,7 +36,7 @@ from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save
 from .data.binary import minibatches
 from .data.download import atomic_write
 from .data.text import Vocabulary, stream_batches, window_batches
-from .optim import SGD, Adam, Nesterov
+from .optim import SGD, Adam, Nesterov, linear_anneal
 from .registry import ModelUnavailable, model_from_config
 from .train import History, TrainingDiverged, evaluate, fit
 
@@ -292,11 +292,22 @@ def write_history(run_dir, state, data, plot=True, title=None, entropy=None):
 
 # ----------------------------------------------------------------------------- the epoch loop
 
-def warmup_schedule(warmup, step0):
-    """lr multiplier min(1, (s + 1) / warmup) at global step s = step0 + fit's step (None: no warm-up)."""
-    if not warmup:
+def lr_schedule(cfg, step0, steps_per_epoch):
+    """fit's lr multiplier at its step s, global step g = step0 + s (None: constant lr).
+
+    warm-up  min(1, (g + 1) / warmup)                       (cfg["warmup"] steps)
+    anneal   linear_anneal(g / (epochs * steps_per_epoch), cfg["anneal"])   (over the run's --epochs)
+    """
+    warmup, anneal = cfg.get("warmup"), cfg.get("anneal")
+    if not warmup and anneal is None:
         return None
-    return lambda step: min(1.0, (step0 + step + 1) / warmup)
+    total = cfg["epochs"] * steps_per_epoch
+
+    def multiplier(step):
+        g = step0 + step
+        m = min(1.0, (g + 1) / warmup) if warmup else 1.0
+        return m * (linear_anneal(g / total, anneal) if anneal is not None else 1.0)
+    return multiplier
 
 
 def run_epoch(model, optimizer, data, cfg, state, valid, device, x=None):
@@ -311,7 +322,7 @@ def run_epoch(model, optimizer, data, cfg, state, valid, device, x=None):
     start = time.perf_counter()
     try:
         h = fit(model, lambda _: batches, valid, optimizer, epochs=1,
-                lr_schedule=warmup_schedule(cfg.get("warmup"), state.step), restore_best=False,
+                lr_schedule=lr_schedule(cfg, state.step, len(batches)), restore_best=False,
                 record_steps=False, progress=bool(cfg.get("progress")))
     except TrainingDiverged as err:                          # fit counts this epoch as its first: renumber
         loss = str(err).split(" at epoch")[0]                # "training loss is nan"

@@ -208,6 +208,17 @@ def test_plateau_decay_early_stopping_and_warmup(tmp_path, monkeypatch, capsys):
     assert checkpoint(run)[0]["epoch"] == 5
 
 
+def test_anneal_keeps_lr_then_decays_it_to_zero_over_the_run(tmp_path, capsys):
+    run = tmp_path / "run"                                       # 300 examples / 50 = 6 steps an epoch, 24 in all
+    assert train(run, NADE_ARGS + ["--lr", "0.01", "--anneal", "0.5"], 4) == 0
+    lr = checkpoint(run)[0]["state"]["history"]["lr"]            # the lr of each epoch's last step
+    assert lr == [pytest.approx(0.01), pytest.approx(0.01),      # global steps 5, 11: progress <= 0.5
+                  pytest.approx(0.01 * (1 - 17 / 24) / 0.5), pytest.approx(0.01 * (1 - 23 / 24) / 0.5)]
+    assert main(["train", *NADE_ARGS, "--anneal", "1.0", "--run-dir", str(tmp_path / "bad")]) == 2
+    assert "--anneal FROM must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 # ----------------------------------------------------------------------------- checkpoints and resume
 
 def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
@@ -305,19 +316,20 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
     assert checkpoint(run)[0]["epoch"] == 1
 
 
-def test_ctrl_c_keeps_the_epoch_boundary_checkpoint_and_resume_is_exact(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
+@pytest.mark.parametrize("schedule", [[], ["--anneal", "0.3"]], ids=["constant-lr", "anneal"])
+def test_ctrl_c_keeps_the_epoch_boundary_checkpoint_and_resume_is_exact(tmp_path, monkeypatch, capsys, schedule):
+    run, args = tmp_path / "run", NADE_ARGS + schedule
 
     def interrupt(loss, grads):
         raise KeyboardInterrupt
     fail_at_step(monkeypatch, 9, interrupt)
-    assert train(run, NADE_ARGS, 3) == 130
+    assert train(run, args, 3) == 130
     err = capsys.readouterr().err
     assert "interrupted during epoch 2" in err and f"--resume {run}" in err
     assert checkpoint(run)[0]["epoch"] == 1
     monkeypatch.undo()
-    assert resume(run, 3) == 0
-    assert train(tmp_path / "straight", NADE_ARGS, 3) == 0
+    assert resume(run, 3) == 0                                   # same --epochs: the same lr at every step
+    assert train(tmp_path / "straight", args, 3) == 0
     assert_same_arrays(checkpoint(run)[1], checkpoint(tmp_path / "straight")[1])
 
 

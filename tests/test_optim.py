@@ -363,3 +363,22 @@ def test_optimizers_run_on_the_fake_device(make, fake_device):
     dev_opt.step(dev_params, {k: to_device(v, fake_device) for k, v in grads[3].items()})
     for k in dev_params:
         np.testing.assert_array_equal(asnumpy(twin_params[k]), asnumpy(dev_params[k]))
+
+
+# ----------------------------------------------------------------------------- the stable-then-decay schedule
+
+@given(start=st.floats(0.0, 0.95), progress=st.floats(0.0, 1.0))
+def test_linear_anneal_is_constant_then_linear_to_zero(start, progress):
+    m = optim.linear_anneal(progress, start)
+    if progress <= start:
+        assert m == 1.0                                          # the stable part
+    else:
+        assert m == pytest.approx((1.0 - progress) / (1.0 - start))
+    assert optim.linear_anneal(1.0, start) == 0.0                # ends at lr 0
+    assert optim.linear_anneal(0.5 * (1.0 + start), start) == pytest.approx(0.5)   # halfway down the ramp
+
+
+@pytest.mark.parametrize("start", [-0.1, 1.0, 2.0])
+def test_linear_anneal_refuses_a_start_outside_0_1(start):
+    with pytest.raises(ValueError, match=r"anneal start must be in \[0, 1\)"):
+        optim.linear_anneal(0.3, start)
