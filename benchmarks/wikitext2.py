@@ -101,6 +101,11 @@ from scratchnade.models.recurrent_nade import hidden_states  # noqa: E402
 from scratchnade.optim import SGD, Adam, linear_anneal  # noqa: E402
 
 V_WIKITEXT2 = 33_278
+if args.anneal is not None:                  # refuse a bad FROM before the corpus loads
+    try:
+        linear_anneal(0.0, args.anneal)
+    except ValueError as err:
+        raise SystemExit(f"--anneal: {err}") from None
 
 
 def build(kind, V, p, a):

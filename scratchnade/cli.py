@@ -32,6 +32,7 @@ from .backend import DeviceUnavailableError
 from .checkpoint import CheckpointError, load_checkpoint
 from .commands import cmd_evaluate, cmd_exposure_bias, cmd_gradcheck, cmd_sample
 from .data.download import MissingDataError
+from .optim import linear_anneal
 from .registry import (DATASETS, KIND_DEFAULTS, MODELS, ModelUnavailable, build_model, data_spec, load_data,
                        model_spec)
 from .runs import (RunState, UsageError, build_optimizer, check_device, evaluate_split, load_params, restore,
@@ -204,9 +205,12 @@ def fresh_config(parser, explicit, file_cfg):
         raise UsageError("--momentum only applies to --optimizer nesterov")
     if ("betas" in given or "eps" in given) and cfg["optimizer"] != "adam":
         raise UsageError("--betas and --eps only apply to --optimizer adam")
-    if cfg.get("anneal") is not None and not 0.0 <= cfg["anneal"] < 1.0:
-        raise UsageError(f"--anneal FROM must be in [0, 1) (the fraction of the run at constant lr), "
-                         f"got {cfg['anneal']}")
+    if cfg.get("anneal") is not None:
+        try:
+            linear_anneal(0.0, cfg["anneal"])                    # the schedule's own check of FROM
+        except ValueError:
+            raise UsageError(f"--anneal FROM must be in [0, 1) (the fraction of the run at constant lr), "
+                             f"got {cfg['anneal']}") from None
     return cfg
 
 

@@ -295,7 +295,8 @@ def write_history(run_dir, state, data, plot=True, title=None, entropy=None):
 def lr_schedule(cfg, step0, steps_per_epoch):
     """fit's lr multiplier at its step s, global step g = step0 + s (None: constant lr).
 
-    warm-up  min(1, (g + 1) / warmup)                       (cfg["warmup"] steps)
+    m(g) = warm-up(g) * anneal(g), each 1 when not asked for:
+    warm-up  min(1, (g + 1) / warmup)                                      (cfg["warmup"] steps)
     anneal   linear_anneal(g / (epochs * steps_per_epoch), cfg["anneal"])   (over the run's --epochs)
     """
     warmup, anneal = cfg.get("warmup"), cfg.get("anneal")
