@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .backend import asnumpy, default_device, get_xp, to_device
 from .data.text import check_ids, sliding_windows, stream_batches, window_batches
-from .train import mode as _training_mode
+from .models.base import mode as _training_mode
 
 MODES = ("chunked", "sliding", "stream")
 

@@ -219,6 +219,24 @@ def embedding_backward(dy, ids, num_embeddings=None, out=None):
     return out
 
 
+# ----------------------------------------------------------------------------- sampling
+
+def categorical_draw(f, u):
+    """One draw per row from softmax(f), by inverse cdf, on f's device.
+
+        p = softmax(f);   w = min{k : p_1 + ... + p_k >= u (p_1 + ... + p_V)}
+
+    The cdf is scaled by its last entry, so round-off in sum(p) never pushes u past it.
+    Shapes: f (N, V) logits (-inf allowed, not a whole row), u (N,) uniforms in [0, 1)
+    -> (N,) int ids.
+    """
+    xp = get_xp(f, u)
+    prob = xp.exp(f - logsumexp(f, axis=1, keepdims=True))   # softmax(f)
+    cdf = xp.cumsum(prob, axis=1)
+    w = (cdf < u[:, None] * cdf[:, -1:]).sum(axis=1)         # first k with cdf_k >= u
+    return xp.minimum(w, f.shape[1] - 1)
+
+
 # ----------------------------------------------------------------------------- dropout
 
 def dropout_mask(shape, p, rng, like):

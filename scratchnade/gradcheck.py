@@ -207,6 +207,34 @@ def check_model(model, batch, h=1e-5, max_elements=None, rng=None, n_directions=
     return check_directional(loss_fn, model.params, grads, rng, h, n_directions)
 
 
+def assert_grads_close(actual, expected, rtol=1e-10, atol=0.0, what="gradient"):
+    """Raise AssertionError unless two gradients (or dicts of them) agree.
+
+    Each pair passes when rel_error(actual, expected) <= rtol (the array-scale relative error
+    above) OR max |actual - expected| <= atol -- the second side is for gradients that are
+    all ~0, where a relative error only measures round-off (e.g. finite differences of a
+    saturated unit).  Dicts must have the same keys; the message names the first key that
+    fails, with both errors.
+
+    Shapes: actual, expected: arrays (any device) of equal shape, or dicts name -> array.
+    """
+    if isinstance(actual, dict) or isinstance(expected, dict):
+        if not (isinstance(actual, dict) and isinstance(expected, dict)) or set(actual) != set(expected):
+            raise AssertionError(f"{what}s have different keys: {sorted(actual)} vs {sorted(expected)}")
+        for name in expected:
+            assert_grads_close(actual[name], expected[name], rtol, atol, what=f"{what} {name!r}")
+        return
+    a = np.asarray(asnumpy(actual), dtype=np.float64)
+    b = np.asarray(asnumpy(expected), dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{what}: shape {a.shape} != expected shape {b.shape}")
+    err = rel_error(a, b)
+    gap = float(np.max(np.abs(a - b))) if a.size else 0.0
+    if not (err <= rtol or gap <= atol):                 # nan fails both
+        raise AssertionError(f"{what}: relative error {err:.2e} > {rtol:.0e} "
+                             f"(max |difference| {gap:.2e} > {atol:.0e})")
+
+
 def format_table(errors, tol=1e-6):
     """A printable table of {name: relative error}, one row per parameter, ok = error <= tol.
 

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .backend import asnumpy
 from .data.download import atomic_write
+from .scheduled_sampling import SCHEDULES, teacher_forcing_schedule
 
 PAD_VALUE = 0.5   # grey separators between tiles, distinct from black (0) and white (1) pixels
 
@@ -255,11 +256,10 @@ def position_curves(curves, ylabel, title=None, ax=None):
 def teacher_forcing_schedules(n_steps, schedules=None, title=None, ax=None):
     """Scheduled sampling's eps_i (probability of feeding the real token) against training step i.
 
-    schedules : dict label -> keyword dict of models.recurrent_nade.teacher_forcing_schedule
+    schedules : dict label -> keyword dict of scheduled_sampling.teacher_forcing_schedule
                 (kind, k, c, eps_min); default: the three kinds at their default k and c.
     Returns the Figure.
     """
-    from .models.recurrent_nade import SCHEDULES, teacher_forcing_schedule
     if schedules is None:
         schedules = {f"{kind} ({', '.join(f'{a} = {v:g}' for a, v in kw.items())})": {"kind": kind}
                      for kind, kw in SCHEDULES.items()}

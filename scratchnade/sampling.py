@@ -39,7 +39,7 @@ import numpy as np
 from .backend import asnumpy, device_of, get_xp, to_device
 from .data.text import UNK
 from .models.gaussian_ar import autocovariance, conditional_moments, innovations
-from .models.recurrent_nade import SCHEDULES, teacher_forcing_schedule
+from .scheduled_sampling import SCHEDULES, teacher_forcing_schedule
 from .ngram import SortedCounts, gram_keys
 
 __all__ = ["model_kind", "sample", "sample_text", "tempered_bernoulli", "complete_by_conditionals", "continue_ar",

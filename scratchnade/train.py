@@ -26,12 +26,12 @@ at the end (early stop, last epoch, divergence or Ctrl-C) the best parameters ar
 """
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 
 from tqdm.auto import tqdm
 
 from .backend import asnumpy, get_xp
+from .models.base import mode  # noqa: F401  (re-exported: train.mode was its old home)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -86,19 +86,6 @@ def batch_weight(batch):
     if isinstance(batch, (tuple, list)) and batch:
         return batch_weight(batch[0])
     return int(getattr(batch, "size", 1))
-
-
-@contextmanager
-def mode(model, training):
-    """Set ``model.training`` (if the model has one) inside a with-block, then put it back."""
-    if not hasattr(model, "training"):
-        yield
-        return
-    old, model.training = model.training, training
-    try:
-        yield
-    finally:
-        model.training = old
 
 
 def evaluate(model, batches):

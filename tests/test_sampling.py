@@ -13,7 +13,8 @@ from scratchnade.cli import main
 from scratchnade.data.text import Vocabulary
 from scratchnade.gradcheck import check_grads
 from scratchnade.models import FVSBN, NADE, LinearGaussianAR, RecurrentNADE, SoftmaxFVSBN
-from scratchnade.models.recurrent_nade import forward, scheduled_inputs, teacher_forcing_schedule
+from scratchnade.models.recurrent_nade import forward, scheduled_inputs
+from scratchnade.scheduled_sampling import teacher_forcing_schedule
 from scratchnade.ngram import NGramModel
 from scratchnade.optim import Adam
 from scratchnade.train import fit

@@ -4,17 +4,39 @@ Each model file implements the maths as pure functions ``forward(params, x, ...)
 (loss, cache)`` and ``backward(dloss, cache) -> grads``; its class only holds ``params``
 (a dict named after the lecture's symbols) and the hyperparameters in ``config``, and
 offers ``loss_and_grads(x)``, ``log_prob(x)`` and ``sample(n, ...)``.
+
+Gradients are safe to keep by default: every ``loss_and_grads`` call returns new arrays.
+A training loop that applies each gradient before the next call may set
+``model.reuse_buffers = True``; the big gradient arrays (the (p, V, H) and (V, H) weights
+of the token models) then live in buffers that the NEXT call overwrites, which saves the
+page faults of allocating them every step.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
-from ..backend import asnumpy, device_of, to_device
+from ..backend import asnumpy, device_of, get_xp, to_device
+
+
+@contextmanager
+def mode(model, training):
+    """Set ``model.training`` (if the model has one) inside a with-block, then put it back."""
+    if not hasattr(model, "training"):
+        yield
+        return
+    old, model.training = model.training, training
+    try:
+        yield
+    finally:
+        model.training = old
 
 
 class Model:
     """Base class.  Subclasses set ``self.params`` and ``self.config`` (JSON-able kwargs)."""
     params: dict
     config: dict
-    training = True   # dropout and similar train-time noise is on only when True
+    training = True        # dropout and similar train-time noise is on only when True
+    reuse_buffers = False  # True: loss_and_grads returns gradient buffers the next call overwrites
 
     def loss_and_grads(self, x):
         """Mean NLL of batch x and the gradient of every parameter (same keys as params)."""
@@ -28,6 +50,32 @@ class Model:
         """Mean NLL of x without gradients (used for validation)."""
         return -float(self.log_prob(x).mean())
 
+    def eval_mode(self):
+        """``with model.eval_mode():`` runs the block with ``training = False`` (no dropout)."""
+        return mode(self, False)
+
+    def _buffer(self, name, shape):
+        """A reusable array of `shape` on the model's device and dtype (kept while they match).
+
+        Flat and only growing, so a short last batch does not reallocate.  The big (T*B, V)
+        logits live here between steps (DESIGN: reuse big buffers), and so do the gradients
+        when ``reuse_buffers`` is on.
+        """
+        ref = next(iter(self.params.values()))
+        buffers = self.__dict__.setdefault("_buffers", {})
+        size = int(np.prod(shape))
+        buf = buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != ref.dtype or device_of(buf) != device_of(ref):
+            buf = buffers[name] = get_xp(ref).empty(size, dtype=ref.dtype)
+        return buf[:size].reshape(shape)
+
+    def _grad_buffers(self, names):
+        """{name: reused buffer shaped like params[name]} for the backward pass's ``out=``
+        when ``reuse_buffers`` is on, else None (the backward pass allocates new arrays)."""
+        if not self.reuse_buffers:
+            return None
+        return {k: self._buffer("d" + k, self.params[k].shape) for k in names if k in self.params}
+
     @property
     def device(self):
         return device_of(next(iter(self.params.values())))
@@ -39,6 +87,7 @@ class Model:
     def to(self, device):
         """Move every parameter to `device` ("cpu", "gpu", ...) in place; returns self."""
         self.params = {k: to_device(v, device) for k, v in self.params.items()}
+        self.__dict__.pop("_buffers", None)
         return self
 
     def num_parameters(self):

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import asnumpy, get_xp, resolve_dtype, to_device
+from ..exact import exact_entropy
 from ..functional import bernoulli_nll, bernoulli_nll_backward, check_binary, sigmoid
 from .base import Model
 
@@ -282,7 +283,6 @@ class FVSBN(Model):
 
         Computed in float64 whatever the model's dtype.
         """
-        from ..data.synthetic import exact_entropy   # lazy: data.synthetic imports this module
         params64 = {k: v.astype(np.float64) for k, v in self.params.items()}
 
         def log_p(x):

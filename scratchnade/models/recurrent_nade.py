@@ -41,7 +41,6 @@ h_{t-1}), then the usual one-matmul forward runs on it: one extra output-layer p
 window.  eps_i follows :func:`teacher_forcing_schedule` (linear, exponential or
 inverse-sigmoid decay); eps = 1 is plain training, bit for bit.
 """
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -50,7 +49,9 @@ from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
 from ..functional import (check_targets, dropout_backward, embedding, embedding_backward,
                           logsumexp, sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward,
                           token_log_prob)
-from .sequence import SequenceModel
+from ..scheduled_sampling import scheduled_inputs as draw_scheduled_inputs
+from ..scheduled_sampling import teacher_forcing_schedule
+from .sequence import SequenceModel, draw_tokens
 
 
 class RNADECache(NamedTuple):
@@ -225,101 +226,25 @@ def _zero(a):
 
 # ----------------------------------------------------------------------------- scheduled sampling
 
-SCHEDULES = {"linear": {"k": 1.0, "c": 1e-3}, "exponential": {"k": 0.999}, "inverse-sigmoid": {"k": 500.0}}
-
-
-def teacher_forcing_schedule(kind, i, k=None, c=None, eps_min=0.0):
-    """Probability eps_i of feeding the real token at training step i (Bengio et al., 2015).
-
-        linear            eps_i = max(eps_min, min(1, k - c i))       k > 0, c >= 0 (default 1, 1e-3)
-        exponential       eps_i = max(eps_min, k^i)                  0 < k <= 1    (default 0.999)
-        inverse-sigmoid   eps_i = max(eps_min, k / (k + exp(i / k)))  k >= 1        (default 500)
-
-    i: a step count >= 0 (an int, or an array of them for plots); host arithmetic.
-    Returns a float in [eps_min, 1] (an array for array i).
-    """
-    if kind not in SCHEDULES:
-        raise ValueError(f"scheduled sampling decays as one of {', '.join(SCHEDULES)}, got {kind!r}")
-    if c is not None and kind != "linear":
-        raise ValueError(f"c (the slope) only applies to the linear schedule, not {kind!r}")
-    if not 0.0 <= eps_min <= 1.0:
-        raise ValueError(f"eps_min must be in [0, 1], got {eps_min}")
-    k = SCHEDULES[kind]["k"] if k is None else float(k)
-    i = np.asarray(i, dtype=np.float64)
-    if np.any(i < 0):
-        raise ValueError("training steps i must be >= 0")
-    if kind == "linear":
-        c = SCHEDULES["linear"]["c"] if c is None else float(c)
-        if not (k > 0 and c >= 0):
-            raise ValueError(f"linear schedule needs k > 0 and c >= 0, got k = {k}, c = {c}")
-        eps = np.minimum(1.0, k - c * i)                         # k - c i
-    elif kind == "exponential":
-        if not 0 < k <= 1:
-            raise ValueError(f"exponential schedule needs 0 < k <= 1, got k = {k}")
-        eps = k ** i                                             # k^i (underflows quietly to 0)
-    else:
-        if not k >= 1:
-            raise ValueError(f"inverse-sigmoid schedule needs k >= 1, got k = {k}")
-        z = math.log(k) - i / k                                  # k / (k + e^{i/k}) = sigmoid(z)
-        e = np.exp(-np.abs(z))                                   # never overflows
-        eps = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    eps = np.maximum(eps_min, eps)
-    return float(eps) if eps.ndim == 0 else eps
-
-
-def categorical_draw(f, u):
-    """One draw per row from softmax(f) by inverse cdf, on f's device.
-
-    Shapes: f (N, V) logits, u (N,) uniforms in [0, 1) -> (N,) int ids.
-    """
-    xp = get_xp(f, u)
-    prob = xp.exp(f - logsumexp(f, axis=1, keepdims=True))   # softmax(f)
-    cdf = xp.cumsum(prob, axis=1)
-    w = (cdf < u[:, None] * cdf[:, -1:]).sum(axis=1)         # first k with cdf_k >= u
-    return xp.minimum(w, f.shape[1] - 1)
-
-
 def scheduled_inputs(params, x, keep, u, h0=None, masks=None):
-    """The tokens the recurrence reads under scheduled sampling: x_t, or the model's draw.
+    """The tokens the recurrence reads under scheduled sampling (see
+    :func:`scratchnade.scheduled_sampling.scheduled_inputs`), with this model's
 
-        f_t  = b + W_o h_{t-1}
-        w^_t = inverse-cdf draw from softmax(f_t) with uniform u_t     (temperature 1)
-        in_t = x_t where keep_t, else w^_t
-        h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t)
+        f_t = b + W_o h_{t-1};    h_t = sigmoid(c + W_h h_{t-1} + W_x in_t)
 
-    Inputs: x (T, B) ids; keep (T, B) bool, True feeds the real token (Bernoulli(eps) coins);
-    u (T, B) uniforms in [0, 1); h0, masks as in :func:`forward`.  keep and u are drawn by
-    the caller, so this is a deterministic function of them.  Returns in (T, B) ids.
-    f_t must be computed step by step here: it needs h_{t-1}, which needs in_{t-1}.
+    Inputs: x (T, B) ids; keep (T, B) bool; u (T, B) uniforms; h0, masks as in
+    :func:`forward`.  Returns in (T, B) ids.
     """
     W_h = params["W_h"]
     xp = get_xp(W_h, x)
-    T, B = x.shape
-    fed = x.copy()
-    h = xp.empty((B, W_h.shape[0]), dtype=W_h.dtype)
+    h = xp.empty((x.shape[1], W_h.shape[0]), dtype=W_h.dtype)
     h[...] = params["W_init"] if h0 is None else h0       # h_0
-    for t in range(T):
-        w = categorical_draw(output_logits(params, h), u[t])   # w^_t ~ softmax(f_t)
-        fed[t] = xp.where(keep[t], x[t], w)               # in_t
-        if t < T - 1:                                     # h_T feeds no f_t of this window
-            u_t = input_drive(params, fed[t:t + 1], None if masks is None else masks[t:t + 1])[0]
-            h = recurrence_step(W_h, h, u_t)              # h_t from in_t
-    return fed
 
+    def step(h_prev, t, fed_t):
+        u_t = input_drive(params, fed_t[None], None if masks is None else masks[t:t + 1])[0]
+        return recurrence_step(W_h, h_prev, u_t)          # h_t from in_t
 
-# ----------------------------------------------------------------------------- sampling helper
-
-def _draw(f, rng, temperature, top_k, vocab_size):
-    """One ancestral draw per row, exactly as SequenceModel.sample does it (host ids (1, n))."""
-    xp = get_xp(f)
-    f = f.astype(xp.float64) / temperature
-    if top_k is not None:
-        kth = xp.sort(f, axis=1)[:, -top_k][:, None]
-        f = xp.where(f >= kth, f, -xp.inf)
-    prob = asnumpy(xp.exp(f - logsumexp(f, axis=1, keepdims=True)))         # host (n, V)
-    cdf = np.cumsum(prob, axis=1)
-    u = rng.random((prob.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(axis=1), vocab_size - 1)[None]           # inverse-cdf draw
+    return draw_scheduled_inputs(x, keep, u, h, lambda h_prev: output_logits(params, h_prev), step)
 
 
 # ----------------------------------------------------------------------------- the class
@@ -395,20 +320,12 @@ class RecurrentNADE(SequenceModel):
         return self
 
     def to(self, device):
-        self._buffers, self._state = {}, None
+        self._state = None
         return super().to(device)
 
     def load_state_dict(self, arrays):
         self._state = None                               # a carried state belongs to the old weights
         return super().load_state_dict(arrays)
-
-    def _buffer(self, name, shape):
-        """A reused array of `shape` in the parameters' dtype and device (reallocated on change)."""
-        buf = self._buffers.get(name)
-        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != self.dtype:
-            buf = get_xp(self.params["W_o"]).empty(shape, dtype=self.dtype)
-            self._buffers[name] = buf
-        return buf
 
     def _initial_state(self, B):
         """The carried (B, H) state, or None (h_0 = W_init)."""
@@ -515,7 +432,7 @@ class RecurrentNADE(SequenceModel):
             h = recurrence_step(W_h, h, input_drive(self.params, w[None])[0])
         for _ in range(length - hist.shape[0]):
             f = output_logits(self.params, h)                   # (n, V) f_t = b + W_o h_{t-1}
-            w = _draw(f, rng, temperature, top_k, self.vocab_size)
+            w = draw_tokens(f, rng, temperature, top_k)
             out.append(w)
             h = recurrence_step(W_h, h, input_drive(self.params, to_device(w, self.device))[0])
         return np.concatenate(out)[:length]

@@ -14,8 +14,7 @@ from here.  ``context`` is how many tokens a model can see (its order p; None fo
 import numpy as np
 
 from ..backend import asnumpy, device_of, get_xp, to_device
-from ..functional import check_targets, dropout_mask, logsumexp, token_log_prob
-from ..train import mode
+from ..functional import categorical_draw, check_targets, dropout_mask, token_log_prob
 from .base import Model
 
 
@@ -74,20 +73,6 @@ class SequenceModel(Model):
     def batch_weight(self, x):
         return int(x.size)
 
-    def _buffer(self, name, shape):
-        """A reusable array of `shape` on the model's device and dtype (kept while they match).
-
-        Flat and only growing, so a short last batch does not reallocate.  The big (T*B, V)
-        logits and the gradient arrays live here between steps (DESIGN: reuse big buffers).
-        """
-        ref = next(iter(self.params.values()))
-        buffers = self.__dict__.setdefault("_buffers", {})
-        size = int(np.prod(shape))
-        buf = buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != ref.dtype or device_of(buf) != device_of(ref):
-            buf = buffers[name] = get_xp(ref).empty(size, dtype=ref.dtype)
-        return buf[:size].reshape(shape)
-
     def _dropout_mask(self, shape):
         """An inverted-dropout mask of `shape` while training with dropout > 0, else None.
 
@@ -97,9 +82,6 @@ class SequenceModel(Model):
         if not (self.training and self.dropout > 0):
             return None
         return dropout_mask(shape, self.dropout, self._rng, next(iter(self.params.values())))
-
-    def eval_mode(self):
-        return mode(self, False)
 
     def next_token_logits(self, history):
         """f for the token after `history` (T, B), shape (B, V).
@@ -135,20 +117,27 @@ class SequenceModel(Model):
         out = [hist]
         history = to_device(hist, self.device)
         for _ in range(length - hist.shape[0]):
-            f = self.next_token_logits(history).astype(xp.float64) / temperature   # (n, V)
-            if top_k is not None:
-                kth = xp.sort(f, axis=1)[:, -top_k][:, None]
-                f = xp.where(f >= kth, f, -xp.inf)
-            prob = asnumpy(xp.exp(f - logsumexp(f, axis=1, keepdims=True)))         # host (n, V)
-            cdf = np.cumsum(prob, axis=1)
-            u = rng.random((n, 1)) * cdf[:, -1:]
-            w = np.minimum((cdf < u).sum(axis=1), self.vocab_size - 1)[None]      # inverse-cdf draw
+            w = draw_tokens(self.next_token_logits(history), rng, temperature, top_k)   # (1, n)
             out.append(w)
             history = xp.concatenate([history, to_device(w, self.device)])
         return np.concatenate(out)[:length]
 
 
 # ----------------------------------------------------------------------------- shared pieces
+
+def draw_tokens(f, rng, temperature=1.0, top_k=None):
+    """One ancestral draw per row, w ~ softmax(f / temperature) over the top_k logits.
+
+    Inputs: f (n, V) logits on any device; rng a NumPy Generator (host uniforms, so a seed
+    gives the same draws on every device).  Returns host ids (1, n): one new time step.
+    """
+    xp = get_xp(f)
+    f = f.astype(xp.float64) / temperature
+    if top_k is not None:
+        kth = xp.sort(f, axis=1)[:, -top_k][:, None]
+        f = xp.where(f >= kth, f, -xp.inf)                # keep the k most likely tokens
+    u = rng.random(f.shape[0])
+    return categorical_draw(asnumpy(f), u)[None]          # inverse-cdf draw on the host
 
 def cumsum_(a):
     """a[t] <- sum_{s<=t} a[s] along axis 0, in place (no (T, ...) temporary)."""
