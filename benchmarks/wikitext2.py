@@ -109,10 +109,15 @@ if args.anneal is not None:                  # refuse a bad FROM before the corp
 
 
 def build(kind, V, p, a):
+    """Our model; its gradients live in reused buffers (each is applied before the next step)."""
     if kind == "rnn":
-        return RecurrentNADE(V, H=a.hidden, tied=a.tied, carry_state=True, dropout=a.dropout,
-                             init_scale=a.init_scale, seed=a.seed)
-    return SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale, seed=a.seed)
+        model = RecurrentNADE(V, H=a.hidden, tied=a.tied, carry_state=True, dropout=a.dropout,
+                              init_scale=a.init_scale, seed=a.seed)
+    else:
+        model = SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale,
+                             seed=a.seed)
+    model.reuse_buffers = True
+    return model
 
 
 def redraw_output(model, scale, seed):

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from tqdm.auto import tqdm
 
 from .backend import asnumpy, get_xp
-from .models.base import mode  # noqa: F401  (re-exported: train.mode was its old home)
+from .models.base import buffers_reused, mode  # mode re-exported: train.mode was its old home
 
 
 class TrainingDiverged(FloatingPointError):
@@ -138,6 +138,9 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
     record_steps : keep every step's loss in history.step_loss
     progress : show a tqdm bar per epoch (batches/s, running loss, items/s); False prints nothing
 
+    While it trains, ``model.reuse_buffers`` is on (each gradient is applied before the next
+    ``loss_and_grads`` call, so the model may hand out buffers it overwrites next step).
+
     A NaN or infinite training loss raises :class:`TrainingDiverged` naming the epoch and step;
     its update is never applied and the best parameters are restored first (as on any exit).
     """
@@ -171,8 +174,8 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
             if hasattr(model, "reset_state"):             # a state carried across batches ends with the epoch
                 model.reset_state()
             total = len(batches) if hasattr(batches, "__len__") else None
-            with mode(model, True), tqdm(batches, desc=f"epoch {epoch}", unit="batch", total=total,
-                                         disable=not progress) as bar:
+            with mode(model, True), buffers_reused(model), \
+                    tqdm(batches, desc=f"epoch {epoch}", unit="batch", total=total, disable=not progress) as bar:
                 for batch in bar:
                     if lr_schedule is not None:
                         optimizer.lr = base_lr * lr_schedule(step)

@@ -119,6 +119,22 @@ def test_training_flag_is_true_in_steps_false_in_validation():
     assert model.training == "untouched"
 
 
+def test_fit_reuses_gradient_buffers_only_while_it_trains():
+    seen = set()
+
+    class Model(LogReg):
+        reuse_buffers = False                      # the models' safe default
+
+        def loss_and_grads(self, batch):
+            seen.add(self.reuse_buffers)
+            return super().loss_and_grads(batch)
+
+    model = Model(5)
+    fit(model, make_data(64), None, SGD(0.1), epochs=2, progress=False)
+    assert seen == {True}                          # every step applies its gradient before the next
+    assert model.reuse_buffers is False            # and the caller's setting comes back
+
+
 def test_early_stopping_restores_best_params_exactly():
     # separable training data drives |W| up forever; noisy validation labels prefer a small W,
     # so the validation loss falls, then rises.

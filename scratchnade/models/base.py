@@ -31,6 +31,20 @@ def mode(model, training):
         model.training = old
 
 
+@contextmanager
+def buffers_reused(model):
+    """Set ``model.reuse_buffers = True`` (if the model has it) inside a with-block, then put it
+    back.  For a loop that applies every gradient before the next ``loss_and_grads`` call."""
+    if not hasattr(model, "reuse_buffers"):
+        yield
+        return
+    old, model.reuse_buffers = model.reuse_buffers, True
+    try:
+        yield
+    finally:
+        model.reuse_buffers = old
+
+
 class Model:
     """Base class.  Subclasses set ``self.params`` and ``self.config`` (JSON-able kwargs)."""
     params: dict
