@@ -1,4 +1,4 @@
-"""Optimizer step time on the host: the three habits of scratchnade.optim, each against its absence.
+"""Optimizer step time on the host: the three habits of scratchnade.optim_host, each against its absence.
 
     python benchmarks/optim_speed.py [--threads 1] [--repeats 3] [--sparse-steps 1500]
 
@@ -38,13 +38,13 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from scratchnade import optim  # noqa: E402
+from scratchnade import optim, optim_host  # noqa: E402
 
 
 def step_time(make, blocked, params, grads):
     """Seconds of one opt.step after a warm-up step (which creates the state)."""
-    saved = optim.BLOCK_BYTES
-    optim.BLOCK_BYTES = saved if blocked else 1 << 62          # one block: the whole-array rule
+    saved = optim_host.BLOCK_BYTES
+    optim_host.BLOCK_BYTES = saved if blocked else 1 << 62          # one block: the whole-array rule
     try:
         opt = make()
         opt.step(params, grads)
@@ -52,7 +52,7 @@ def step_time(make, blocked, params, grads):
         opt.step(params, grads)
         return time.perf_counter() - t0
     finally:
-        optim.BLOCK_BYTES = saved
+        optim_host.BLOCK_BYTES = saved
 
 
 def sparse_grad(rng, V=33_278, H=256, rows=224):
@@ -75,26 +75,26 @@ def blocks():
         b, w = np.median(times[True]), np.median(times[False])
         print(json.dumps({"benchmark": "optim_speed", "case": "blocks", "optimizer": name, "floats": args.size,
                           "blocked_s": round(b, 3), "whole_s": round(w, 3), "speedup": round(w / b, 2),
-                          "block_bytes": optim.BLOCK_BYTES, "threads": args.threads or "default"}), flush=True)
+                          "block_bytes": optim_host.BLOCK_BYTES, "threads": args.threads or "default"}), flush=True)
 
 
 def zero_grad():
     rng = np.random.default_rng(1)
     grads = {"E": sparse_grad(rng)}
-    real = optim._all_zero
+    real = optim_host._all_zero
     times = {True: [], False: []}
     params = {"E": rng.standard_normal(grads["E"].shape, dtype=np.float32)}
     opt = optim.Adam(1e-3)
     opt.step(params, grads)
     for _ in range(args.repeats * 3):
         for skip in (True, False):
-            optim._all_zero = real if skip else (lambda g: False)
+            optim_host._all_zero = real if skip else (lambda g: False)
             try:
                 t0 = time.perf_counter()
                 opt.step(params, grads)
                 times[skip].append(time.perf_counter() - t0)
             finally:
-                optim._all_zero = real
+                optim_host._all_zero = real
     s, d = np.median(times[True]), np.median(times[False])
     print(json.dumps({"benchmark": "optim_speed", "case": "zero_grad", "optimizer": "adam",
                       "floats": grads["E"].size, "nonzero_rows": int(grads["E"].any(axis=1).sum()),

@@ -1,64 +1,52 @@
-"""First-order optimizers: SGD, Nesterov momentum (NAG) and Adam, updating arrays in place.
+"""First-order optimizers: SGD, Nesterov momentum (NAG) and Adam.
 
-The lecture's update, with g = dloss/dw (we minimise the loss, i.e. ascend log p):
+Notation: w a parameter array, g = dloss/dw its gradient (we minimise the loss, i.e. ascend
+log p), lr the learning rate, t = 1, 2, ... the step; every rule acts elementwise on one array.
 
-    w <- w - lr * g
+SGD (the lecture's update):
 
-Each rule is first a pure per-array function a student could be asked to write
-(:func:`sgd_update`, :func:`nesterov_update`, :func:`adam_update`), then a small class
-that applies it to a ``dict`` of parameters.  Every class offers
+    w_t = w_{t-1} - lr * g_t
 
-- ``step(params, grads)``: updates the arrays of `params` in place (device arrays stay on
-  their device), after checking that grads match params and contain no NaN/inf;
-- classic (coupled) L2 weight decay: g <- g + weight_decay * w, i.e. the gradient of
-  loss + weight_decay/2 * ||w||^2 (for Adam this is L2, not AdamW's decoupled decay);
-- global gradient-norm clipping (``clip=max_norm``, see :func:`clip_grad_norm`), which
-  scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does;
-- ``lr``: a plain attribute, so a schedule can change it between steps;
-- ``state_dict()`` / ``load_state_dict(d)`` for checkpoints.
+Nesterov momentum (Sutskever et al. 2013, in PyTorch's form; v_0 = 0):
 
-Per-parameter state (velocity, Adam moments) is keyed by parameter name and created on the
-first step with ``xp.zeros_like``.  Temporaries go into one reused scratch buffer per
-device and dtype (sized for the largest parameter), so a step allocates nothing big.
+    v_t = mu * v_{t-1} + g_t
+    w_t = w_{t-1} - lr * (g_t + mu * v_t)
 
-Speed.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
-weight each pass streams ~272 MB through memory, so on the host the classes apply the rule
-block by block (BLOCK_BYTES per array), where all the passes over one block stay in the L2
-cache; the result is bit for bit the same.  On a GPU the rule runs on whole arrays.
+Adam (Kingma & Ba 2015; m_0 = v_0 = 0):
 
-Two more host habits.  A block whose gradient is exactly zero (most rows of a one-hot
-input's weights on most steps: only the batch's tokens get a gradient) runs the rule with
-g = 0 written out, ``*_zero_grad``, which skips the passes over g and gives the same values.
-And every ``flush_every`` steps, moments that keep decaying are flushed to zero before they
-turn subnormal (:func:`flush_subnormals_`), which would make every pass over them ~50x slower.
+    m_t = beta1 * m_{t-1} + (1 - beta1) * g_t           first moment
+    v_t = beta2 * v_{t-1} + (1 - beta2) * g_t^2         second moment (uncentred)
+    m_hat_t = m_t / (1 - beta1^t)                       bias corrections
+    v_hat_t = v_t / (1 - beta2^t)
+    w_t = w_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
+
+Classic L2 weight decay (the gradient of loss + wd/2 ||w||^2; for Adam this is not AdamW):
+
+    g_t <- g_t + wd * w_{t-1}
+
+Global gradient-norm clipping over all parameter arrays k:
+
+    total = sqrt(sum_k ||g_k||^2);    g_k <- g_k * max_norm / total    when total > max_norm
 """
 import numpy as np
 
+from . import optim_host
 from .backend import asnumpy, device_of, get_xp, to_device
 
-BLOCK_BYTES = 1 << 18    # host updates run over 256 KB blocks of each array: w, g, state, tmp fit in L2
 
+# ----------------------------------------------------------------------------- the rules, as in the papers
 
-# ----------------------------------------------------------------------------- update rules
+def sgd_update(w, dw, lr):
+    """Plain gradient descent on one array, in place.  Returns w.
 
-def sgd_update(w, dw, lr, tmp=None):
-    """Plain gradient descent, in place.
-
-        w <- w - lr * dw
-
-    Shapes: w, dw, tmp (...) -- tmp is optional scratch space (else one temporary).
+    Shapes: w, dw (...).
     """
-    xp = get_xp(w, dw)
-    step = xp.multiply(dw, lr, out=tmp)          # lr * dw
-    w -= step
+    w -= lr * dw                                 # w_t = w_{t-1} - lr g_t
     return w
 
 
-def nesterov_update(w, dw, v, lr, momentum, tmp=None):
-    """Nesterov momentum (NAG), in place, in the Sutskever et al. (2013) / PyTorch form.
-
-        v <- mu * v + dw                  # velocity buffer (v = 0 before the first step)
-        w <- w - lr * (dw + mu * v)       # step along the look-ahead gradient
+def nesterov_update(w, dw, v, lr, momentum):
+    """Nesterov momentum (NAG) on one array, in place, in Sutskever et al.'s (2013) form.  Returns w.
 
     This is PyTorch's ``SGD(nesterov=True)``.  It is the look-ahead form
 
@@ -68,103 +56,32 @@ def nesterov_update(w, dw, v, lr, momentum, tmp=None):
     stored parameters) with u = -lr * v.  Both give the same iterates while lr is
     constant; when a schedule changes lr, this form rescales the accumulated v by the new lr.
 
-    Shapes: w, dw, v, tmp (...) -- v is updated in place; tmp is optional scratch.
+    Shapes: w, dw, v (...) -- v (the velocity, zeros before the first step) is updated in place.
     """
-    xp = get_xp(w, dw, v)
-    v *= momentum
-    v += dw                                      # v = mu v + g
-    step = xp.multiply(v, momentum, out=tmp)     # mu v
-    step += dw                                   # g + mu v: look-ahead gradient
-    step *= lr
-    w -= step
+    g, mu = dw, momentum
+    v[...] = mu * v + g                          # v_t = mu v_{t-1} + g_t
+    w -= lr * (g + mu * v)                       # w_t = w_{t-1} - lr (g_t + mu v_t): look-ahead gradient
     return w
 
 
-def nesterov_update_zero_grad(w, v, lr, momentum, tmp=None):
-    """:func:`nesterov_update` with dw = 0 (the same values):  v <- mu v;  w <- w - lr mu v."""
-    xp = get_xp(w, v)
-    v *= momentum
-    step = xp.multiply(v, momentum, out=tmp)     # mu v
-    step *= lr
-    w -= step
-    return w
-
-
-def adam_update(w, dw, m, v, t, lr, beta1, beta2, eps, tmp=None):
-    """Adam (Kingma & Ba, 2015), in place, at step t = 1, 2, ...
-
-        m <- beta1 * m + (1 - beta1) * dw          # first moment (mean of g)
-        v <- beta2 * v + (1 - beta2) * dw^2        # second moment (uncentred variance)
-        m_hat = m / (1 - beta1^t)                  # bias corrections (m, v start at 0)
-        v_hat = v / (1 - beta2^t)
-        w <- w - lr * m_hat / (sqrt(v_hat) + eps)
+def adam_update(w, dw, m, v, t, lr, beta1, beta2, eps):
+    """Adam (Kingma & Ba, 2015) on one array at step t = 1, 2, ..., in place.  Returns w.
 
     eps is added after the square root, as in the paper and PyTorch.
 
-    Shapes: w, dw, m, v, tmp (...) -- m and v are updated in place; tmp is optional scratch.
+    Shapes: w, dw, m, v (...) -- m and v (zeros before the first step) are updated in place.
     """
     xp = get_xp(w, dw, m, v)
-    m *= beta1
-    tmp = xp.multiply(dw, 1.0 - beta1, out=tmp)
-    m += tmp                                     # m = b1 m + (1 - b1) g
-    v *= beta2
-    xp.square(dw, out=tmp)
-    tmp *= 1.0 - beta2
-    v += tmp                                     # v = b2 v + (1 - b2) g^2
-    return _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp)
-
-
-def adam_update_zero_grad(w, m, v, t, lr, beta1, beta2, eps, tmp=None):
-    """:func:`adam_update` with dw = 0 (the same values, five passes fewer):
-
-        m <- beta1 * m;   v <- beta2 * v;   then the same step.
-
-    A one-hot input's weights (an embedding, NADE's V) get a gradient only in the rows of
-    the tokens in the batch: most of their blocks are exactly zero on most steps.
-    """
-    m *= beta1
-    v *= beta2
-    return _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp)
-
-
-def _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp):
-    """w <- w - lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded into scalars:
-
-        m_hat / (sqrt(v_hat) + eps) = (sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2))
-    """
-    xp = get_xp(w, m, v)
-    c1 = 1.0 - beta1 ** t                        # bias correction of m
-    s2 = (1.0 - beta2 ** t) ** 0.5               # sqrt of the bias correction of v
-    tmp = xp.sqrt(v, out=tmp)
-    tmp += eps * s2                              # (sqrt(v_hat) + eps) * s2
-    xp.divide(m, tmp, out=tmp)
-    tmp *= lr * s2 / c1                          # lr * m_hat / (sqrt(v_hat) + eps)
-    w -= tmp
+    g = dw
+    m[...] = beta1 * m + (1 - beta1) * g         # m_t: first moment (mean of g)
+    v[...] = beta2 * v + (1 - beta2) * g ** 2    # v_t: second moment (uncentred variance)
+    m_hat = m / (1 - beta1 ** t)                 # bias corrections: m and v start at 0
+    v_hat = v / (1 - beta2 ** t)
+    w -= lr * m_hat / (xp.sqrt(v_hat) + eps)     # w_t = w_{t-1} - lr m_hat_t / (sqrt(v_hat_t) + eps)
     return w
 
 
-def flush_subnormals_(a, threshold, tmp=None):
-    """a[|a| < threshold] = 0, in place (a host array; tmp: optional scratch shaped like a).
-
-    Why: a moment whose gradient stays 0 (a rare token's embedding row) decays geometrically,
-    m <- 0.9 m, and after ~750 steps enters the subnormal range (|m| < 1.2e-38 in float32),
-    where x86 CPUs take ~50x longer per operation: without the flush, Adam on a 33,278 x 256
-    input weight with Zipf-drawn rows runs 2.1x slower by step 1,500, when 19% of m is
-    subnormal (benchmarks/optim_speed.py).  GPUs run subnormals at full speed.
-    """
-    tmp = np.abs(a, out=tmp)
-    a[tmp < threshold] = 0
-    return a
-
-
-def flush_threshold(dtype, decay, every):
-    """The |a| below which a state decaying by `decay` per step is flushed, every `every` steps:
-    tiny / decay^every, so that nothing above it turns subnormal before the next flush.
-    At most 2^20 tiny (~1e-32 in float32): a faster decay crosses the subnormals in a step or two."""
-    return float(np.finfo(dtype).tiny) / max(decay ** every, 2.0 ** -20)
-
-
-# ----------------------------------------------------------------------------- gradient norms
+# ----------------------------------------------------------------------------- gradient norms, schedule
 
 def check_match(params, grads):
     """Raise ValueError unless grads has exactly params' keys and each gradient its shape."""
@@ -218,31 +135,6 @@ def clip_grad_norm(grads, max_norm):
     return total
 
 
-# ----------------------------------------------------------------------------- optimizers
-
-_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}      # float itemsize -> same-size unsigned int
-
-
-def _all_zero(g):
-    """True when every entry of the host block g is +0.0: its bits, read as unsigned
-    integers, have maximum 0 (one cheap pass; -0.0 counts as nonzero, which is safe)."""
-    return not g.view(_UINT[g.itemsize]).max()
-
-
-def _blocks(*arrays):
-    """Slices of the flat arrays (all of one size) that an update rule runs over in turn.
-
-    Cache-sized blocks of BLOCK_BYTES on the host, for arrays larger than one block that are
-    all C-contiguous (so their flat views write through).  None otherwise: a small or strided
-    array, or a GPU, where a block would only add kernel launches; the rule then runs once.
-    """
-    a = arrays[0]
-    step = max(1, BLOCK_BYTES // a.itemsize)
-    if get_xp(*arrays) is not np or a.size <= step or not all(x.flags.c_contiguous for x in arrays):
-        return None
-    return [slice(i, min(i + step, a.size)) for i in range(0, a.size, step)]
-
-
 def linear_anneal(progress, start=0.0):
     """Learning-rate multiplier of a stable-then-decay schedule at `progress` in [0, 1] of a run.
 
@@ -256,16 +148,48 @@ def linear_anneal(progress, start=0.0):
     return min(1.0, max(0.0, 1.0 - progress) / (1.0 - start))
 
 
+# ----------------------------------------------------------------------------- optimizers
+
 class Optimizer:
     """Common machinery: checks, weight decay, clipping, lazy state, scratch, state_dict.
 
+    Every optimizer offers
+
+    - ``step(params, grads)``: updates the arrays of `params` in place (device arrays stay on
+      their device), after checking that grads match params and contain no NaN/inf;
+    - classic (coupled) L2 weight decay, ``weight_decay``: g <- g + weight_decay * w;
+    - global gradient-norm clipping (``clip=max_norm``, see :func:`clip_grad_norm`), which
+      scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does;
+    - ``lr``: a plain attribute, so a schedule can change it between steps;
+    - ``state_dict()`` / ``load_state_dict(d)`` for checkpoints.
+
+    Per-parameter state (velocity, Adam moments) is keyed by parameter name and created on the
+    first step with ``xp.zeros_like``.
+
+    Two tiers, switched by the attribute ``host_kernels`` (on the class or on one optimizer):
+
+    - ``host_kernels = True`` (the default): the kernels of :mod:`scratchnade.optim_host`.  On the
+      host (NumPy arrays) they run in cache-sized blocks, zero-gradient blocks take the rule's
+      g = 0 form, and every ``flush_every`` steps decaying state is flushed before it turns
+      subnormal; on a GPU (or the fake device of the tests) the same in-place rules run once on
+      whole arrays.  Temporaries go into one reused scratch buffer per device and dtype, so a
+      step allocates nothing big.
+    - ``host_kernels = False``: the textbook rules of this module (:func:`sgd_update`,
+      :func:`nesterov_update`, :func:`adam_update`) on whole arrays, on any device.  Slower and
+      allocating, but the code a student reads.  ``opt = Adam(1e-3); opt.host_kernels = False``.
+
+    SGD and Nesterov give the same bits in both tiers; Adam's fast kernel folds its bias
+    corrections into scalars and agrees with the textbook to a few ulps per step (see
+    :mod:`scratchnade.optim_host`).  The switch is not part of the state_dict.
+
     Subclasses set ``state_names`` (per-parameter arrays), ``hyper_names`` (extra
-    hyperparameters saved in state_dict) and implement ``_update(w, g, state, tmp)``,
-    ``_update_zero_grad(w, state, tmp)`` (the same rule with g = 0) and, when their state
-    decays, ``_decays()`` (for the subnormal flush).
+    hyperparameters saved in state_dict) and implement ``_update(w, g, state)`` (the textbook
+    rule), ``_fast_update(w, g, state, tmp)`` and ``_fast_update_zero_grad(w, state, tmp)`` (the
+    host kernel and its g = 0 form) and, when their state decays, ``_decays()`` (for the flush).
     """
     state_names = ()
     hyper_names = ()
+    host_kernels = True      # False: the textbook rules of this module (see the class docstring)
     flush_every = 8          # host steps between subnormal flushes of decaying state (None: never)
 
     def __init__(self, lr, weight_decay=0.0, clip=None):
@@ -290,49 +214,50 @@ class Optimizer:
             self.last_grad_norm = grad_norm(grads)
         self.t += 1
         for name, w in params.items():
-            g = grads[name]
-            if self.weight_decay:
-                g = get_xp(w).multiply(w, self.weight_decay, out=self._buffer(w, "decay"))
-                g += grads[name]           # g + wd * w: classic L2
-            self._apply(w, g, self._state(name, w), self._buffer(w, "tmp"))
-
-    def _apply(self, w, g, state, tmp):
-        """The update rule on whole arrays, or block by block on the host (the same bits);
-        on the host, every `flush_every` steps, decaying state is kept out of the subnormals."""
-        flush = self._flush_thresholds(w) if get_xp(w) is np else {}
-        blocks = _blocks(w, g, tmp, *state.values())
-        if blocks is None:                                          # GPU, small or strided arrays
-            self._update(w, g, state, tmp)
-            for k, threshold in flush.items():
-                flush_subnormals_(state[k], threshold, tmp)
-            return
-        w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
-        state = {k: a.reshape(-1) for k, a in state.items()}
-        for b in blocks:
-            block_state = {k: a[b] for k, a in state.items()}
-            if _all_zero(g[b]):                                     # a one-hot input's untouched rows
-                self._update_zero_grad(w[b], block_state, tmp[b])
+            g, state = grads[name], self._state(name, w)
+            if self.host_kernels:
+                self._fast_step(w, g, state)
             else:
-                self._update(w[b], g[b], block_state, tmp[b])
-            for k, threshold in flush.items():                      # while the block is in cache
-                flush_subnormals_(block_state[k], threshold, tmp[b])
+                if self.weight_decay:
+                    g = g + self.weight_decay * w      # classic L2
+                self._update(w, g, state)
+
+    def _fast_step(self, w, g, state):
+        """The step through :mod:`scratchnade.optim_host`: scratch buffers instead of temporaries,
+        blocks, zero-gradient blocks and the subnormal flush on the host; whole arrays elsewhere."""
+        xp = get_xp(w)
+        if self.weight_decay:
+            decayed = xp.multiply(w, self.weight_decay, out=self._buffer(w, "decay"))
+            decayed += g                   # wd * w + g: classic L2, the same bits as the textbook
+            g = decayed
+        tmp = self._buffer(w, "tmp")
+        if xp is np:
+            optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad,
+                                      w, g, state, tmp, self._flush_thresholds(w))
+        else:                              # a GPU: a block would only add kernel launches
+            self._fast_update(w, g, state, tmp)
 
     def _flush_thresholds(self, w):
-        """{state name: threshold} to flush at this step (see :func:`flush_subnormals_`), or {}."""
+        """{state name: threshold} to flush at this step (see optim_host.flush_subnormals_), or {}."""
         if not self.flush_every or self.t % self.flush_every:
             return {}
-        return {k: flush_threshold(w.dtype, d, self.flush_every)
+        return {k: optim_host.flush_threshold(w.dtype, d, self.flush_every)
                 for k, d in self._decays().items() if 0.0 < d < 1.0}
 
     def _decays(self):
         """{state name: factor it is multiplied by each step}, for the subnormal flush."""
         return {}
 
-    def _update(self, w, g, state, tmp):
+    def _update(self, w, g, state):
+        """The textbook rule on one array (state: {state name: array}), in place."""
         raise NotImplementedError
 
-    def _update_zero_grad(self, w, state, tmp):
-        """The rule with g = 0, the same values as ``_update`` (subclasses skip the g terms)."""
+    def _fast_update(self, w, g, state, tmp):
+        """The host kernel of the same rule, with scratch `tmp` shaped like w."""
+        raise NotImplementedError
+
+    def _fast_update_zero_grad(self, w, state, tmp):
+        """The host kernel with g = 0, the same values as ``_fast_update`` (it skips the g terms)."""
         raise NotImplementedError
 
     def _state(self, name, w):
@@ -408,10 +333,13 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent: w <- w - lr * (g + weight_decay * w)."""
 
-    def _update(self, w, g, state, tmp):
-        sgd_update(w, g, self.lr, tmp)
+    def _update(self, w, g, state):
+        sgd_update(w, g, self.lr)
 
-    def _update_zero_grad(self, w, state, tmp):
+    def _fast_update(self, w, g, state, tmp):
+        optim_host.sgd_update(w, g, self.lr, tmp)
+
+    def _fast_update_zero_grad(self, w, state, tmp):
         pass                                       # w - lr * 0 = w
 
 
@@ -424,11 +352,14 @@ class Nesterov(Optimizer):
         super().__init__(lr, weight_decay, clip)
         self.momentum = momentum
 
-    def _update(self, w, g, state, tmp):
-        nesterov_update(w, g, state["v"], self.lr, self.momentum, tmp)
+    def _update(self, w, g, state):
+        nesterov_update(w, g, state["v"], self.lr, self.momentum)
 
-    def _update_zero_grad(self, w, state, tmp):
-        nesterov_update_zero_grad(w, state["v"], self.lr, self.momentum, tmp)
+    def _fast_update(self, w, g, state, tmp):
+        optim_host.nesterov_update(w, g, state["v"], self.lr, self.momentum, tmp)
+
+    def _fast_update_zero_grad(self, w, state, tmp):
+        optim_host.nesterov_update_zero_grad(w, state["v"], self.lr, self.momentum, tmp)
 
     def _decays(self):
         return {"v": self.momentum}
@@ -444,13 +375,18 @@ class Adam(Optimizer):
         self.betas = tuple(betas)
         self.eps = eps
 
-    def _update(self, w, g, state, tmp):
+    def _update(self, w, g, state):
         beta1, beta2 = self.betas
-        adam_update(w, g, state["m"], state["v"], self.t, self.lr, beta1, beta2, self.eps, tmp)
+        adam_update(w, g, state["m"], state["v"], self.t, self.lr, beta1, beta2, self.eps)
 
-    def _update_zero_grad(self, w, state, tmp):
+    def _fast_update(self, w, g, state, tmp):
         beta1, beta2 = self.betas
-        adam_update_zero_grad(w, state["m"], state["v"], self.t, self.lr, beta1, beta2, self.eps, tmp)
+        optim_host.adam_update(w, g, state["m"], state["v"], self.t, self.lr, beta1, beta2, self.eps, tmp)
+
+    def _fast_update_zero_grad(self, w, state, tmp):
+        beta1, beta2 = self.betas
+        optim_host.adam_update_zero_grad(w, state["m"], state["v"], self.t, self.lr, beta1, beta2,
+                                         self.eps, tmp)
 
     def _decays(self):
         return dict(zip(("m", "v"), self.betas))

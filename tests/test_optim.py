@@ -1,4 +1,5 @@
-"""SGD, Nesterov and Adam: hand-computed steps, convergence, clipping, decay, errors, state."""
+"""SGD, Nesterov and Adam: hand-computed steps, the two tiers (textbook rules and host kernels)
+equal, convergence, clipping, decay, errors, state."""
 import json
 import tracemalloc
 
@@ -7,10 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from scratchnade import optim
+from scratchnade import optim, optim_host
 from scratchnade.backend import asnumpy, device_of, to_device
-from scratchnade.optim import (SGD, Adam, Nesterov, adam_update, clip_grad_norm, grad_norm,
-                               nesterov_update, sgd_update)
+from scratchnade.optim import SGD, Adam, Nesterov, clip_grad_norm, grad_norm
 from fakedevice import DeviceArray
 
 W0, G1, G2 = [1.0, -2.0], [0.5, 1.0], [1.0, -1.0]     # start point and two gradients
@@ -59,16 +59,20 @@ def test_adam_first_two_steps_by_hand():
     assert opt.t == 2
 
 
-def test_pure_update_functions_work_in_place():
+@pytest.mark.parametrize("tier", ["textbook", "host"])
+def test_pure_update_functions_work_in_place(tier):
+    """The textbook rules (optim) and the host kernels (optim_host, with or without scratch)."""
+    mod, tmp = (optim, {}) if tier == "textbook" else (optim_host, {"tmp": np.empty(2)})
     w, v, m = np.array(W0), np.zeros(2), np.zeros(2)
-    assert sgd_update(w, np.array(G1), 0.1) is w
+    assert mod.sgd_update(w, np.array(G1), 0.1, **tmp) is w
     np.testing.assert_allclose(w, [0.95, -2.1], rtol=1e-15)
     w = np.array(W0)
-    nesterov_update(w, np.array(G1), v, 0.1, 0.9, tmp=np.empty(2))
+    assert mod.nesterov_update(w, np.array(G1), v, 0.1, 0.9, **tmp) is w
     np.testing.assert_allclose((w, v), ([0.905, -2.19], G1), rtol=1e-14)
     w, v = np.array(W0), np.zeros(2)
-    adam_update(w, np.array(G1), m, v, 1, 0.1, 0.9, 0.999, 0.0)
+    assert mod.adam_update(w, np.array(G1), m, v, 1, 0.1, 0.9, 0.999, 0.0, **tmp) is w
     np.testing.assert_allclose(w, [0.9, -2.1], rtol=1e-14)      # eps = 0: step = lr * sign(g)
+    np.testing.assert_allclose((m, v), ([0.05, 0.1], [0.00025, 0.001]), rtol=1e-14)
 
 
 def test_nesterov_matches_the_look_ahead_form():
@@ -164,11 +168,14 @@ def test_weight_decay_is_classic_l2():
 
 @pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Nesterov(0.1), lambda: Adam()])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_gradient_is_a_clear_error_and_nothing_moves(make, bad):
+@pytest.mark.parametrize("host_kernels", [True, False])
+def test_non_finite_gradient_is_a_clear_error_and_nothing_moves(make, bad, host_kernels):
     params = {"W": np.ones((2, 2)), "b": np.ones(2)}
     grads = {"W": np.ones((2, 2)), "b": np.array([1.0, bad])}
+    opt = make()
+    opt.host_kernels = host_kernels
     with pytest.raises(ValueError, match="gradient of 'b' contains NaN or inf"):
-        make().step(params, grads)
+        opt.step(params, grads)
     np.testing.assert_array_equal(params["W"], np.ones((2, 2)))   # no partial update
 
 
@@ -202,39 +209,170 @@ def test_step_allocates_no_parameter_sized_temporaries():
         assert peak < params["W"].nbytes / 100, f"{type(opt).__name__} allocated {peak} bytes"
 
 
+# ----------------------------------------------------------------------------- the two tiers
+
+HOST_KERNELS = [   # an optimizer, and its host kernel run on one whole array: (w, g, state, t, tmp)
+    (lambda: SGD(0.1), lambda w, g, s, t, tmp: optim_host.sgd_update(w, g, 0.1, tmp)),
+    (lambda: Nesterov(0.1, momentum=0.8),
+     lambda w, g, s, t, tmp: optim_host.nesterov_update(w, g, s["v"], 0.1, 0.8, tmp)),
+    (lambda: Adam(3e-3, eps=1e-5),
+     lambda w, g, s, t, tmp: optim_host.adam_update(w, g, s["m"], s["v"], t, 3e-3, 0.9, 0.999, 1e-5, tmp)),
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make, rule", [
-    (lambda: SGD(0.1), lambda w, g, s, t: sgd_update(w, g, 0.1)),
-    (lambda: Nesterov(0.1, momentum=0.8), lambda w, g, s, t: nesterov_update(w, g, s["v"], 0.1, 0.8)),
-    (lambda: Adam(3e-3, eps=1e-5), lambda w, g, s, t: adam_update(w, g, s["m"], s["v"], t, 3e-3, 0.9, 0.999, 1e-5)),
-])
-def test_host_blocks_give_the_whole_array_rule_bit_for_bit(make, rule, dtype):
-    """On the host a big parameter is updated in cache-sized blocks: the same bits as the pure
-    rule on the whole array, also for a size that is no multiple of the block, a strided array,
-    and blocks whose gradient is zero (they take the rule's g = 0 form)."""
-    n = 3 * (optim.BLOCK_BYTES // np.dtype(dtype).itemsize) + 17
+@pytest.mark.parametrize("make, kernel", HOST_KERNELS)
+def test_host_path_gives_the_whole_array_kernel_bit_for_bit(make, kernel, dtype):
+    """On the host a big parameter is updated in cache-sized blocks, a block whose gradient is
+    zero takes the rule's g = 0 form, and every flush_every steps decaying state below a threshold
+    is zeroed block by block.  Over 30 steps: the same bits as the kernel run once on whole arrays
+    with the same flush, for a size that is no multiple of the block, a strided array, a small
+    one, zero blocks, all-zero steps, and gradients so small that moments turn subnormal."""
+    block = optim_host.BLOCK_BYTES // np.dtype(dtype).itemsize
+    n = 4 * block + 17
+    tiny = np.finfo(dtype).tiny
     rng = np.random.default_rng(0)
     params = {"big": rng.standard_normal(n).astype(dtype),
               "strided": rng.standard_normal((n // 20, 20)).astype(dtype).T,  # > a block, not C-contiguous
               "small": rng.standard_normal(5).astype(dtype)}
     expect = {k: v.copy() for k, v in params.items()}
-    state = {k: {"m": np.zeros_like(v), "v": np.zeros_like(v)} for k, v in params.items()}
     opt = make()
-    block = optim.BLOCK_BYTES // np.dtype(dtype).itemsize
-    for t in (1, 2, 3, 4):
+    opt.flush_every = 4
+    state = {k: {s: np.zeros_like(v) for s in opt.state_names} for k, v in params.items()}
+    flushed = 0
+    for t in range(1, 31):
         grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
-        grads["big"][block:2 * block] = 0.0               # a zero-gradient block (an untouched embedding row)
-        if t == 4:
-            grads["big"][:] = 0.0                         # every block: moments decay, w still moves
+        for g in (grads["big"], grads["strided"].reshape(-1)):     # views
+            g[block:2 * block] = 0.0                          # a zero block (untouched embedding rows)
+            g[2 * block:3 * block] *= np.sqrt(tiny)           # (1 - beta2) g^2 subnormal
+            g[3 * block:] *= 8 * tiny                         # moments near the flush threshold
+        if t % 7 == 0 or t > 24:
+            grads["big"][:] = 0.0                             # every block zero: state decays, w moves
         opt.step(params, grads)
+        thresholds = opt._flush_thresholds(params["big"])
         for k in params:
-            rule(expect[k], grads[k], state[k], t)
-    assert len(optim._blocks(params["big"], params["big"])) == 4           # really blocked
+            kernel(expect[k], grads[k], state[k], t, np.empty_like(expect[k]))
+            for s, threshold in thresholds.items():           # the same flush, on the whole array
+                flushed += int(((state[k][s] != 0) & (np.abs(state[k][s]) < threshold)).sum())
+                optim_host.flush_subnormals_(state[k][s], threshold)
+    assert len(optim_host._blocks(params["big"], params["big"])) == 5           # really blocked
+    assert flushed > 0 or not opt.state_names                                   # really flushed
     for k in params:
         np.testing.assert_array_equal(params[k], expect[k], err_msg=k)
-    for name, st_ in opt.state.items():                     # the moments too
+    for name, st_ in opt.state.items():                     # the state too
         for s, a in st_.items():
             np.testing.assert_array_equal(a, state[name][s], err_msg=f"{s}/{name}")
+
+
+def run_both_tiers(make, dtype, steps, seed=0):
+    """(fast, textbook): the params and optimizer after `steps` steps of make() with host_kernels
+    True (blocked, zero blocks, flush) and False, from the same start and gradients, and the
+    path length sum_t |w_t - w_{t-1}| of the textbook run (the scale of its rounding errors)."""
+    block = optim_host.BLOCK_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(seed)
+    w0 = {"big": rng.standard_normal(3 * block + 5).astype(dtype), "small": rng.standard_normal((3, 4)).astype(dtype)}
+    runs, path = [], {k: np.zeros_like(v) for k, v in w0.items()}
+    fast, textbook = make(), make()
+    textbook.host_kernels = False
+    grads_seq = []
+    for t in range(steps):
+        scale = 10.0 ** rng.integers(-3, 2)
+        grads = {k: (rng.standard_normal(v.shape) * scale).astype(dtype) for k, v in w0.items()}
+        grads["big"][block:2 * block] = 0.0                   # a zero block: the g = 0 host kernel
+        if t % 10 == 9:
+            grads["big"][:] = 0.0
+        grads_seq.append(grads)
+    for opt in (fast, textbook):
+        params = {k: v.copy() for k, v in w0.items()}
+        for grads in grads_seq:
+            before = {k: v.copy() for k, v in params.items()}
+            opt.step(params, {k: g.copy() for k, g in grads.items()})
+            if opt is textbook:
+                for k in path:
+                    path[k] += np.abs(params[k] - before[k])
+        runs.append((params, opt))
+    return runs[0], runs[1], path
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, weight_decay=1e-2, clip=30.0),
+                                  lambda: Nesterov(0.05, momentum=0.9, weight_decay=1e-2)])
+def test_sgd_and_nesterov_host_kernels_give_the_textbook_bits(make, dtype):
+    """The host kernels of SGD and Nesterov do the textbook's operations in the textbook's order
+    (weight decay included): over 50 steps, blocks and zero blocks, the very same bits."""
+    (fast_params, fast), (text_params, text), _ = run_both_tiers(make, dtype, 50)
+    assert fast.host_kernels and not text.host_kernels
+    for k in fast_params:
+        np.testing.assert_array_equal(fast_params[k], text_params[k], err_msg=k)
+        for s in fast.state_names:
+            np.testing.assert_array_equal(fast.state[k][s], text.state[k][s], err_msg=f"{s}/{k}")
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_adam_host_kernel_is_the_textbook_rule_to_a_few_ulps(dtype, rtol):
+    """The host Adam folds its bias corrections into two scalars (optim_host._adam_step): other
+    roundings, so NOT the same bits as the textbook.  Over 50 steps w agrees to rtol relative to
+    |w| plus the distance it travelled; the moments m, v are computed as in the textbook and do
+    agree bit for bit."""
+    (fast_params, fast), (text_params, text), path = run_both_tiers(lambda: Adam(1e-2, eps=1e-8), dtype, 50)
+    for k in fast_params:
+        err = np.abs(fast_params[k].astype(np.float64) - text_params[k])
+        assert np.all(err <= rtol * (np.abs(text_params[k]) + path[k])), (k, err.max())
+        for s in ("m", "v"):
+            np.testing.assert_array_equal(fast.state[k][s], text.state[k][s], err_msg=f"{s}/{k}")
+    assert not np.array_equal(fast_params["big"], text_params["big"])   # honest: the bits do differ
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), steps=st.integers(1, 50), lr=st.floats(1e-4, 0.5),
+       mu=st.floats(0.0, 0.99), betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99), (0.5, 0.9), (0.0, 0.999)]),
+       eps=st.sampled_from([1e-8, 1e-5, 0.0]), log_scale=st.integers(-6, 3), seed=st.integers(0, 2 ** 16))
+def test_host_kernels_match_the_textbook_rules_on_drawn_problems(n, steps, lr, mu, betas, eps, log_scale, seed):
+    """The per-array functions of both tiers, float64, on whole arrays of drawn size and drawn
+    hyperparameters: SGD and Nesterov the same bits; Adam's w to 1e-14 of |w| + its path, m and v
+    the same bits."""
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal(n)
+    text = {k: w0.copy() for k in ("sgd", "nag", "adam")}
+    fast = {k: w0.copy() for k in ("sgd", "nag", "adam")}
+    text_v, fast_v = np.zeros(n), np.zeros(n)
+    text_mv, fast_mv = [np.zeros(n), np.zeros(n)], [np.zeros(n), np.zeros(n)]
+    path, tmp = np.zeros(n), np.empty(n)
+    for t in range(1, steps + 1):
+        g = rng.standard_normal(n) * 10.0 ** log_scale
+        optim.sgd_update(text["sgd"], g, lr)
+        optim_host.sgd_update(fast["sgd"], g, lr, tmp)
+        optim.nesterov_update(text["nag"], g, text_v, lr, mu)
+        optim_host.nesterov_update(fast["nag"], g, fast_v, lr, mu, tmp)
+        before = text["adam"].copy()
+        optim.adam_update(text["adam"], g, *text_mv, t, lr, *betas, eps)
+        optim_host.adam_update(fast["adam"], g, *fast_mv, t, lr, *betas, eps, tmp)
+        path += np.abs(text["adam"] - before)
+    np.testing.assert_array_equal(fast["sgd"], text["sgd"])
+    np.testing.assert_array_equal(fast["nag"], text["nag"])
+    np.testing.assert_array_equal(fast_v, text_v)
+    np.testing.assert_array_equal(fast_mv[0], text_mv[0])
+    np.testing.assert_array_equal(fast_mv[1], text_mv[1])
+    assert np.all(np.abs(fast["adam"] - text["adam"]) <= 1e-14 * (np.abs(text["adam"]) + path))
+
+
+def test_host_kernels_is_the_switch_between_the_tiers(monkeypatch):
+    """host_kernels = True runs optim_host (blocked on the host); False runs only the textbook
+    rules of optim, which give the same step (Adam to a few ulps)."""
+    calls = []
+    real = optim_host.update_blocked
+    monkeypatch.setattr(optim_host, "update_blocked", lambda *a: calls.append(1) or real(*a))
+    for make in (lambda: SGD(0.1), lambda: Nesterov(0.1), lambda: Adam(0.1)):
+        params = {"w": np.array(W0)}
+        assert make().host_kernels is True                                # the default
+        make().step(params, {"w": np.array(G1)})
+        assert calls == [1]
+        text, text_params = make(), {"w": np.array(W0)}
+        text.host_kernels = False
+        text.step(text_params, {"w": np.array(G1)})
+        assert calls == [1]                                               # no host kernel ran
+        np.testing.assert_allclose(text_params["w"], params["w"], rtol=1e-15)
+        calls.clear()
 
 
 def test_flush_subnormals_zeroes_exactly_the_entries_below_the_threshold():
@@ -242,21 +380,21 @@ def test_flush_subnormals_zeroes_exactly_the_entries_below_the_threshold():
     a = np.array([tiny / 4, -tiny / 4, tiny, -2.2 * tiny, 2.4 * tiny, -2.6 * tiny, 1e-30, -3.0, 0.0],
                  dtype=np.float32)
     expect = np.where(np.abs(a) < 2.5 * tiny, 0.0, a).astype(np.float32)
-    optim.flush_subnormals_(a, 2.5 * tiny)
+    optim_host.flush_subnormals_(a, 2.5 * tiny)
     np.testing.assert_array_equal(a, expect)
     assert expect[5] != 0 and expect[4] == 0                        # the threshold really cuts
 
 
 def test_flush_threshold_stays_far_below_any_real_moment():
     tiny = np.finfo(np.float32).tiny
-    assert optim.flush_threshold(np.float32, 0.9, 8) == pytest.approx(tiny / 0.9 ** 8)
-    assert optim.flush_threshold(np.float32, 0.999, 8) < 1.01 * tiny
-    assert optim.flush_threshold(np.float32, 1e-5, 8) == 2.0 ** 20 * tiny    # capped: not 1e40 tiny
+    assert optim_host.flush_threshold(np.float32, 0.9, 8) == pytest.approx(tiny / 0.9 ** 8)
+    assert optim_host.flush_threshold(np.float32, 0.999, 8) < 1.01 * tiny
+    assert optim_host.flush_threshold(np.float32, 1e-5, 8) == 2.0 ** 20 * tiny    # capped: not 1e40 tiny
 
 
 @pytest.mark.parametrize("make, moment", [(lambda: Adam(1e-3, eps=1e-5), "m"),
                                           (lambda: Nesterov(0.01, momentum=0.9), "v")])
-@pytest.mark.parametrize("n", [2 * optim.BLOCK_BYTES // 4, 1000])  # host blocks, and one whole array
+@pytest.mark.parametrize("n", [2 * optim_host.BLOCK_BYTES // 4, 1000])  # host blocks, and one whole array
 def test_a_decaying_moment_never_turns_subnormal(make, moment, n):
     """A row whose gradient stays 0 (a rare token's embedding row) decays m <- 0.9 m: after
     ~750 steps it would be subnormal (~50x slower per operation on x86).  Every flush_every
@@ -340,10 +478,13 @@ def test_load_state_dict_errors_are_clear():
 @pytest.mark.parametrize("make", [lambda: SGD(0.1, weight_decay=0.01, clip=1.0),
                                   lambda: Nesterov(0.1, weight_decay=0.01, clip=1.0),
                                   lambda: Adam(0.01, weight_decay=0.01, clip=1.0)])
-def test_optimizers_run_on_the_fake_device(make, fake_device):
+@pytest.mark.parametrize("host_kernels", [True, False])
+def test_optimizers_run_on_the_fake_device(make, host_kernels, fake_device):
+    """Both tiers run on a device (the host kernels on whole arrays there), state stays there."""
     host_params, grads = random_problem(2)
     dev_params = {k: to_device(v, fake_device) for k, v in host_params.items()}
     host_opt, dev_opt = make(), make()
+    dev_opt.host_kernels = host_kernels
     for g in grads[:3]:
         host_opt.step(host_params, {k: v.copy() for k, v in g.items()})
         dev_opt.step(dev_params, {k: to_device(v, fake_device) for k, v in g.items()})
@@ -355,6 +496,7 @@ def test_optimizers_run_on_the_fake_device(make, fake_device):
     d = dev_opt.state_dict()
     assert all(isinstance(a, np.ndarray) for a in d["arrays"].values())
     twin = make()
+    twin.host_kernels = host_kernels
     twin.load_state_dict(d, params=dev_params)                     # back onto the device
     for st_ in twin.state.values():
         assert all(isinstance(a, DeviceArray) for a in st_.values())

@@ -1,0 +1,209 @@
+"""The optimizers' fast kernels: the rules of :mod:`scratchnade.optim`, rewritten for speed on the host.
+
+scratchnade.optim holds the rules as the papers write them and the classes; this module holds what
+the classes run by default (``Optimizer.host_kernels = True``).  Each trick is explained in the
+function that does it:
+
+- :func:`sgd_update`, :func:`nesterov_update`, :func:`adam_update`: the rules written in place with
+  ``out=`` into one scratch array, so a step allocates nothing parameter-sized; Adam folds its bias
+  corrections into two scalars (:func:`_adam_step`).  These also run on a GPU, on whole arrays.
+- :func:`update_blocked`: on the host, the rule runs over cache-sized blocks (:data:`BLOCK_BYTES`);
+  a block whose gradient is exactly zero (:func:`_all_zero`) takes the rule's g = 0 form
+  (:func:`nesterov_update_zero_grad`, :func:`adam_update_zero_grad`); decaying moments are flushed
+  before they turn subnormal (:func:`flush_subnormals_`, :func:`flush_threshold`).
+
+What the tests prove (tests/test_optim.py): the blocked, zero-gradient and flushed host path gives
+the same bits as these rules run once on whole arrays.  Against the textbook rules of
+scratchnade.optim, SGD and Nesterov give the same bits too (the same operations in the same order);
+Adam's folded bias corrections round differently, so Adam agrees with the textbook to a few ulps
+per step (float64: relative 1e-14 after 50 steps; float32: 1e-6), not bit for bit.  Its moments
+m and v are computed as in the textbook and do agree bit for bit.
+"""
+import numpy as np
+
+from .backend import get_xp
+
+BLOCK_BYTES = 1 << 18    # host updates run over 256 KB blocks of each array: w, g, state, tmp fit in L2
+
+
+# ----------------------------------------------------------------------------- the rules, in place
+
+def sgd_update(w, dw, lr, tmp=None):
+    """``w <- w - lr * dw`` with lr * dw written into the scratch `tmp` (no temporary).
+
+    The same bits as :func:`scratchnade.optim.sgd_update`.
+    Shapes: w, dw, tmp (...) -- tmp is optional scratch space (else one temporary).
+    """
+    xp = get_xp(w, dw)
+    step = xp.multiply(dw, lr, out=tmp)          # lr * dw
+    w -= step
+    return w
+
+
+def nesterov_update(w, dw, v, lr, momentum, tmp=None):
+    """``v <- mu v + dw;  w <- w - lr (dw + mu v)`` in place, through the scratch `tmp`.
+
+    The same bits as :func:`scratchnade.optim.nesterov_update`: each operation is the textbook's,
+    in the textbook's order (x + y and x * y are commutative in floating point, so mu v + dw
+    computed as ``v *= mu; v += dw`` rounds exactly as the expression does).
+    Shapes: w, dw, v, tmp (...) -- v is updated in place; tmp is optional scratch.
+    """
+    xp = get_xp(w, dw, v)
+    v *= momentum
+    v += dw                                      # v = mu v + g
+    step = xp.multiply(v, momentum, out=tmp)     # mu v
+    step += dw                                   # g + mu v: look-ahead gradient
+    step *= lr
+    w -= step
+    return w
+
+
+def nesterov_update_zero_grad(w, v, lr, momentum, tmp=None):
+    """:func:`nesterov_update` with dw = 0 written out (the same values, two passes over g fewer):
+
+        v <- mu v;   w <- w - lr mu v
+
+    Used by :func:`update_blocked` for a block whose gradient is all zero.
+    """
+    xp = get_xp(w, v)
+    v *= momentum
+    step = xp.multiply(v, momentum, out=tmp)     # mu v
+    step *= lr
+    w -= step
+    return w
+
+
+def adam_update(w, dw, m, v, t, lr, beta1, beta2, eps, tmp=None):
+    """Adam at step t = 1, 2, ... in place, through the scratch `tmp`, bias corrections folded.
+
+    The moments m, v are computed as :func:`scratchnade.optim.adam_update` computes them (the same
+    bits); the step on w is :func:`_adam_step`, a few ulps from the textbook's.
+    Shapes: w, dw, m, v, tmp (...) -- m and v are updated in place; tmp is optional scratch.
+    """
+    xp = get_xp(w, dw, m, v)
+    m *= beta1
+    tmp = xp.multiply(dw, 1.0 - beta1, out=tmp)
+    m += tmp                                     # m = b1 m + (1 - b1) g
+    v *= beta2
+    xp.square(dw, out=tmp)
+    tmp *= 1.0 - beta2
+    v += tmp                                     # v = b2 v + (1 - b2) g^2
+    return _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp)
+
+
+def adam_update_zero_grad(w, m, v, t, lr, beta1, beta2, eps, tmp=None):
+    """:func:`adam_update` with dw = 0 written out (the same values, five passes fewer):
+
+        m <- beta1 * m;   v <- beta2 * v;   then the same step.
+
+    A one-hot input's weights (an embedding, NADE's V) get a gradient only in the rows of
+    the tokens in the batch: most of their blocks are exactly zero on most steps.
+    """
+    m *= beta1
+    v *= beta2
+    return _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp)
+
+
+def _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp):
+    """w <- w - lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded into scalars.
+
+    With c1 = 1 - beta1^t and c2 = 1 - beta2^t, m_hat = m / c1 and v_hat = v / c2, so
+
+        m_hat / (sqrt(v_hat) + eps) = (sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2))
+
+    which saves the two array passes m / c1 and v / c2 (scalars instead).  The price: other
+    roundings than the textbook's, a few ulps per step (never bit for bit the same).
+    """
+    xp = get_xp(w, m, v)
+    c1 = 1.0 - beta1 ** t                        # bias correction of m
+    s2 = (1.0 - beta2 ** t) ** 0.5               # sqrt of the bias correction of v
+    tmp = xp.sqrt(v, out=tmp)
+    tmp += eps * s2                              # (sqrt(v_hat) + eps) * s2
+    xp.divide(m, tmp, out=tmp)
+    tmp *= lr * s2 / c1                          # lr * m_hat / (sqrt(v_hat) + eps)
+    w -= tmp
+    return w
+
+
+# ----------------------------------------------------------------------------- blocks, zero blocks, flush
+
+def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
+    """Run one parameter's rule on the host: block by block, zero blocks in their g = 0 form.
+
+    update(w, g, state, tmp) and update_zero_grad(w, state, tmp) are the rule (state: {name:
+    array}); flush: {state name: threshold} to flush after this step (see :func:`flush_subnormals_`).
+
+    Why blocks.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
+    weight each pass streams ~272 MB through memory; run block by block (:data:`BLOCK_BYTES` of
+    each array, see :func:`_blocks`) all the passes over one block stay in the L2 cache.  Each
+    entry still sees the same operations, so the result is bit for bit the rule's on whole arrays.
+
+    Why zero blocks.  A one-hot input's weights (an embedding, NADE's V) get a gradient only in
+    the rows of the batch's tokens: most of their blocks are exactly zero on most steps.  Such a
+    block (:func:`_all_zero`) takes ``update_zero_grad``, which skips the passes over g.
+
+    The flush runs per block too, while the block is in cache.
+    """
+    flush = flush or {}
+    blocks = _blocks(w, g, tmp, *state.values())
+    if blocks is None:                                          # small or strided arrays
+        update(w, g, state, tmp)
+        for k, threshold in flush.items():
+            flush_subnormals_(state[k], threshold, tmp)
+        return
+    w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
+    state = {k: a.reshape(-1) for k, a in state.items()}
+    for b in blocks:
+        block_state = {k: a[b] for k, a in state.items()}
+        if _all_zero(g[b]):                                     # a one-hot input's untouched rows
+            update_zero_grad(w[b], block_state, tmp[b])
+        else:
+            update(w[b], g[b], block_state, tmp[b])
+        for k, threshold in flush.items():                      # while the block is in cache
+            flush_subnormals_(block_state[k], threshold, tmp[b])
+
+
+def _blocks(*arrays):
+    """Slices of the flat arrays (all of one size) that an update rule runs over in turn.
+
+    Cache-sized blocks of BLOCK_BYTES on the host, for arrays larger than one block that are
+    all C-contiguous (so their flat views write through).  None otherwise: a small or strided
+    array, or a GPU, where a block would only add kernel launches; the rule then runs once.
+    """
+    a = arrays[0]
+    step = max(1, BLOCK_BYTES // a.itemsize)
+    if get_xp(*arrays) is not np or a.size <= step or not all(x.flags.c_contiguous for x in arrays):
+        return None
+    return [slice(i, min(i + step, a.size)) for i in range(0, a.size, step)]
+
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}      # float itemsize -> same-size unsigned int
+
+
+def _all_zero(g):
+    """True when every entry of the host block g is +0.0: its bits, read as unsigned
+    integers, have maximum 0 (one cheap pass; -0.0 counts as nonzero, which is safe)."""
+    return not g.view(_UINT[g.itemsize]).max()
+
+
+def flush_subnormals_(a, threshold, tmp=None):
+    """a[|a| < threshold] = 0, in place (a host array; tmp: optional scratch shaped like a).
+
+    Why: a moment whose gradient stays 0 (a rare token's embedding row) decays geometrically,
+    m <- 0.9 m, and after ~750 steps enters the subnormal range (|m| < 1.2e-38 in float32),
+    where x86 CPUs take ~50x longer per operation: without the flush, Adam on a 33,278 x 256
+    input weight with Zipf-drawn rows runs 2.1x slower by step 1,500, when 19% of m is
+    subnormal (benchmarks/optim_speed.py).  GPUs run subnormals at full speed.  The optimizers
+    flush every ``Optimizer.flush_every`` steps with :func:`flush_threshold`; what is flushed is
+    far below anything that moves w (the test checks w ends with the same bits).
+    """
+    tmp = np.abs(a, out=tmp)
+    a[tmp < threshold] = 0
+    return a
+
+
+def flush_threshold(dtype, decay, every):
+    """The |a| below which a state decaying by `decay` per step is flushed, every `every` steps:
+    tiny / decay^every, so that nothing above it turns subnormal before the next flush.
+    At most 2^20 tiny (~1e-32 in float32): a faster decay crosses the subnormals in a step or two."""
+    return float(np.finfo(dtype).tiny) / max(decay ** every, 2.0 ** -20)
