@@ -1,4 +1,5 @@
-"""Binary NADE: gradients, normalisation, autoregressive property, sampling, completion, errors."""
+"""Binary NADE: reference == fast, gradients, normalisation, autoregressive property, sampling,
+completion, errors."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -6,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 
 from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.data.synthetic import all_binary_vectors
-from scratchnade.gradcheck import numerical_grad, rel_error
+from scratchnade.gradcheck import assert_grads_close, check_grads, numerical_grad, rel_error
 from scratchnade.models import nade as N
 from scratchnade.models.nade import NADE
 
@@ -41,6 +42,75 @@ def brute_force_log_prob(params, x):
         logp += np.log(np.where(x[:, t] == 1, p, 1 - p))
     return logp
 
+
+# ----------------------------------------------------------------------------- reference == fast
+
+def assert_tiers_agree(params, x):
+    """The slide's loop (reference pair) and the sparse-row rewrite (fast pair): same loss and
+    the same gradient of every parameter, to float64 round-off."""
+    ref_loss, ref_cache = N.reference_forward(params, x)
+    loss, cache = N.forward(params, x)
+    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+    for dloss in (1.0, 0.5):
+        assert_grads_close(N.backward(dloss, cache), N.reference_backward(dloss, ref_cache), rtol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(problems(max_D=10, max_H=7, max_B=5))
+def test_reference_and_fast_agree(problem):
+    assert_tiers_agree(*problem)
+
+
+@pytest.mark.parametrize("D,H,B,density", [(1, 1, 1, 0.5), (9, 4, 6, 0.0), (9, 4, 6, 1.0), (12, 5, 7, 0.3)])
+def test_reference_and_fast_agree_on_the_fake_device(fake_device, D, H, B, density):
+    rng = np.random.default_rng(D + H + B)
+    params = {"W": rng.normal(size=(H, D)), "c": rng.normal(size=H),
+              "V": rng.normal(size=(D, H)), "b": rng.normal(size=D)}
+    x = (rng.random((B, D)) < density).astype(np.float64)
+    dev = {k: to_device(v, fake_device) for k, v in params.items()}
+    ref_loss, ref_cache = N.reference_forward(dev, to_device(x, fake_device))
+    ref_grads = N.reference_backward(1.0, ref_cache)
+    assert all(device_of(g) == fake_device for g in ref_grads.values())
+    assert isinstance(ref_cache, tuple) and hasattr(ref_cache, "_fields")     # a NamedTuple
+    assert_tiers_agree(dev, to_device(x, fake_device))
+    host_loss, host_cache = N.reference_forward(params, x)                   # and the host agrees
+    assert_grads_close(ref_loss, host_loss, rtol=1e-12, what="loss")
+    assert_grads_close(ref_grads, N.reference_backward(1.0, host_cache), rtol=1e-12)
+
+
+def test_reference_matches_finite_differences():
+    rng = np.random.default_rng(7)
+    D, H, B = 6, 4, 3
+    params = {"W": rng.normal(size=(H, D)), "c": rng.normal(size=H),
+              "V": rng.normal(size=(D, H)), "b": rng.normal(size=D)}
+    x = (rng.random((B, D)) < 0.5).astype(np.float64)
+    grads = N.reference_backward(1.0, N.reference_forward(params, x)[1])
+    errors = check_grads(lambda: N.reference_forward(params, x)[0], params, grads)
+    assert max(errors.values()) < 1e-7, errors
+
+
+def test_reference_loss_is_the_definition():
+    rng = np.random.default_rng(2)
+    params = {"W": rng.normal(size=(3, 5)), "c": rng.normal(size=3),
+              "V": rng.normal(size=(5, 3)), "b": rng.normal(size=5)}
+    x = (rng.random((4, 5)) < 0.5).astype(np.float64)
+    loss, _ = N.reference_forward(params, x)
+    assert abs(float(loss) + brute_force_log_prob(params, x).mean()) < 1e-12
+
+
+def test_loss_and_grads_returns_fresh_arrays(rng):
+    m = NADE(6, 4, dtype=np.float64, init_scale=1.0)
+    x1 = (rng.random((3, 6)) < 0.5).astype(np.float64)
+    x2 = 1.0 - x1
+    _, g1 = m.loss_and_grads(x1)
+    kept = {k: v.copy() for k, v in g1.items()}
+    _, g2 = m.loss_and_grads(x2)
+    for k in g1:
+        assert not np.shares_memory(g1[k], g2[k]), k
+        np.testing.assert_array_equal(g1[k], kept[k])
+
+
+# ----------------------------------------------------------------------------- gradients
 
 @settings(max_examples=60, deadline=None)
 @given(problems())

@@ -3,6 +3,7 @@
 Each x_t is a logistic regression on the dimensions before it:
 
     p(x) = prod_{t=1..D} Bern(x_t ; sigmoid(a_t)),     a_t = f_t(x_<t)
+    loss = (1/B) sum_b -log p(x_b) = (1/B) sum_b sum_t softplus(a_bt) - x_bt a_bt
 
 Two forms of f_t, chosen with ``form=``:
 
@@ -12,21 +13,16 @@ Two forms of f_t, chosen with ``form=``:
     a_t = sum_{s<t} P_s x_s       (t > 1)     # <P_<t, x_<t>, no bias for t > 1, as in the lecture
 
   params ``P0`` () and ``P`` (D,), P[s-1] = P_s.  P_D multiplies no x_s with s < t <= D,
-  so it never changes the loss and its gradient is exactly 0 (kept so that P is in R^D
-  like the lecture's P in R^T).
+  so its gradient is exactly 0 (kept so that P is in R^D like the lecture's P in R^T).
 
 ``"matrix"``, the general FVSBN (Frey 1998; Larochelle & Murray 2011)::
 
-    a = b + W x,   W strictly lower triangular    # a_t = b_t + sum_{s<t} W_{t,s} x_s
+    a_t = b_t + sum_{s<t} W_{t,s} x_s         # a = b + W x,  W strictly lower triangular
 
-  params ``b`` (D,) and ``W`` (D, D).  Only the strictly lower part of W is used, and dW is
-  masked the same way, so entries on and above the diagonal start at 0 and stay exactly 0
-  under any optimizer whose update is 0 for a zero gradient (SGD, momentum, Adam, L2 decay).
+  params ``b`` (D,) and ``W`` (D, D); only the strictly lower part of W (m_{t,s} = 1[s<t]) is used.
 
-Each form is computed two ways that agree to round-off: :func:`logits_loop` (the
-definition, a loop over t) and :func:`logits_masked` (the lecture's masked model, one
-matmul with m_{t,s} = 1[s<t]); training uses the masked one.  The loss is the mean over
-the batch of -log p(x) = sum_t softplus(a_t) - x_t a_t (never log(sigmoid)).
+Shapes: x (B, D) of 0/1 in the parameters' float dtype, logits a (B, D).  Code counts t from
+0, so x[:, t] is the lecture's x_{t+1} and x[:, :t] holds the dimensions before it.
 """
 from typing import NamedTuple
 
@@ -41,79 +37,70 @@ FORMS = ("vector", "matrix")
 _KEYS = {"vector": ("P0", "P"), "matrix": ("b", "W")}
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- reference (the slide)
 
-def form_of(params):
-    """``"vector"`` when params has keys P0, P; ``"matrix"`` when it has b, W."""
-    for form, keys in _KEYS.items():
-        if set(params) == set(keys):
-            return form
-    raise ValueError(f"FVSBN params must have keys {{'P0', 'P'}} (vector form) or {{'b', 'W'}} "
-                     f"(matrix form), got {sorted(params)}")
+def reference_forward(params, x, form=None):
+    """Mean NLL per example, by the definition: a loop over t.  Returns (loss, FVSBNReferenceCache).
+
+    Inputs: params of either form (`form` is read from their keys), x (B, D) of 0/1 in their
+    float dtype.  a[t] is (B,).  Same loss as :func:`forward`.
+    """
+    xp = get_xp(x, *params.values())
+    form = _check_form(params, form)
+    B, D = x.shape
+    a = {}
+    loss = 0.0
+    for t in range(D):
+        if form == "vector" and t == 0:
+            a[t] = xp.zeros(B, dtype=x.dtype) + params["P0"]           # a_1 = P0
+        elif form == "vector":
+            a[t] = x[:, :t] @ params["P"][:t]                          # a_t = <P_<t, x_<t>
+        else:
+            a[t] = params["b"][t] + x[:, :t] @ params["W"][t, :t]      # a_t = b_t + <W_{t,<t}, x_<t>
+        loss = loss + bernoulli_nll(a[t], x[:, t]).sum() / B          # -log Bern(x_t; sigmoid(a_t))
+    return loss, FVSBNReferenceCache(form, x, a, params)
 
 
-def _check_form(params, form):
-    """The form of params, checked against `form` when given."""
-    found = form_of(params)
-    if form is not None and form != found:
-        raise ValueError(f"form={form!r} but params are those of the {found!r} form")
-    return found
+def reference_backward(dloss, cache):
+    """Gradients of every parameter (same keys as params), one t at a time."""
+    form, x, a, params = cache
+    xp = get_xp(x, *params.values())
+    B, D = x.shape
+    grads = {k: xp.zeros_like(v) for k, v in params.items()}
+    for t in range(D):
+        da = bernoulli_nll_backward(dloss / B, a[t], x[:, t])         # dloss/da_t  (B,)
+        if form == "vector" and t == 0:
+            grads["P0"][...] = da.sum()                                # a_1 = P0
+        elif form == "vector":
+            grads["P"][:t] += da @ x[:, :t]                            # a_t = <P_<t, x_<t>
+        else:
+            grads["b"][t] = da.sum()                                   # a_t = b_t + <W_{t,<t}, x_<t>
+            grads["W"][t, :t] = da @ x[:, :t]
+    return grads
 
 
-def num_dims(params):
-    """D, read from the parameter shapes."""
-    return params["P"].shape[0] if "P" in params else params["b"].shape[0]
+class FVSBNReferenceCache(NamedTuple):
+    form: str       # "vector" or "matrix"
+    x: object       # (B, D) the input
+    a: dict         # a[t] (B,) logit of x_t
+    params: dict
 
 
-def check_input(x, D):
-    """Raise ValueError unless x is a (B, D) array of 0/1 values."""
-    if getattr(x, "ndim", None) != 2 or x.shape[1] != D:
-        raise ValueError(f"FVSBN input must have shape (B, D) = (batch, {D}), "
-                         f"got {getattr(x, 'shape', type(x).__name__)}")
-    check_binary(x)
+def logits_loop(params, x):
+    """The reference's logits a_t for t = 1..D as one array.  Shapes: x (B, D) float -> a (B, D).
 
+        vector:  a_1 = P0,  a_t = <P_<t, x_<t>         matrix:  a_t = b_t + <W_{t,<t}, x_<t>
+    """
+    xp = get_xp(x, *params.values())
+    a = reference_forward(params, x)[1].a
+    return xp.stack([a[t] for t in range(len(a))], axis=1)
+
+
+# ----------------------------------------------------------------------------- fast (same maths)
 
 def mask(D, dtype, xp):
     """m_{t,s} = 1[s < t]: ones strictly below the diagonal.  Shape (D, D)."""
     return xp.tri(D, D, -1, dtype=dtype)
-
-
-def effective_weights(params):
-    """Both forms as the matrix form: (b (D,), W (D, D) strictly lower).
-
-    Vector form: b = P0 e_1 and W_{t,s} = m_{t,s} P_s (one row per t, each a masked copy of P).
-    """
-    xp = get_xp(*params.values())
-    if form_of(params) == "matrix":
-        W = params["W"]
-        return params["b"], W * mask(W.shape[0], W.dtype, xp)
-    P0, P = params["P0"], params["P"]
-    D = P.shape[0]
-    b = xp.zeros(D, dtype=P.dtype)
-    b[0] = P0                                            # only x_1 gets the bias
-    return b, mask(D, P.dtype, xp) * P[None, :]          # W_{t,s} = 1[s<t] P_s
-
-
-# ----------------------------------------------------------------------------- logits
-
-def logits_loop(params, x):
-    """a_t = f_t(x_<t) for t = 1..D, by the definition: a Python loop over t.
-
-        vector:  a_1 = P0,  a_t = <P_<t, x_<t>         matrix:  a_t = b_t + <W_{t,<t}, x_<t>
-
-    Shapes: x (B, D) float -> a (B, D).  O(B D^2) with D small matmuls; for reading and tests.
-    """
-    xp = get_xp(x, *params.values())
-    D, form = num_dims(params), form_of(params)
-    a = xp.zeros(x.shape, dtype=x.dtype)
-    for t in range(D):                                   # 0-based t: x[:, :t] is x_<t
-        if form == "vector":
-            a[:, t] = x[:, :t] @ params["P"][:t]         # <P_<t, x_<t>
-            if t == 0:
-                a[:, 0] += params["P0"]                  # x_1 ~ Bern(sigmoid(P0))
-        else:
-            a[:, t] = params["b"][t] + x[:, :t] @ params["W"][t, :t]   # b_t + <W_{t,<t}, x_<t>
-    return a
 
 
 def logits_masked(params, x):
@@ -122,7 +109,8 @@ def logits_masked(params, x):
         vector:  a_t = <P, m_t * x> + P0 1[t=1]     i.e.  a = (x * P) m^T + P0 e_1
         matrix:  a   = b + (W * m) x                i.e.  a = b + x (W * m)^T
 
-    Shapes: x (B, D) float -> a (B, D).  One (B, D) x (D, D) matmul.
+    Shapes: x (B, D) float -> a (B, D).  One (B, D) x (D, D) matmul instead of the D
+    growing dot products of :func:`logits_loop`.
     """
     xp = get_xp(x, *params.values())
     if form_of(params) == "vector":
@@ -136,8 +124,6 @@ def logits_masked(params, x):
     return a
 
 
-# ----------------------------------------------------------------------------- forward / backward
-
 class FVSBNCache(NamedTuple):
     form: str       # "vector" or "matrix"
     x: object       # (B, D) the input, in the parameters' dtype
@@ -145,12 +131,16 @@ class FVSBNCache(NamedTuple):
 
 
 def forward(params, x, form=None):
-    """Mean negative log-likelihood of a batch.
+    """Mean negative log-likelihood of a batch, fast: the masked product.
 
         loss = (1/B) sum_b sum_t softplus(a_bt) - x_bt a_bt,    a = logits_masked(params, x)
 
     Shapes: x (B, D) of 0/1 in the parameters' float dtype (see :func:`check_input`)
     -> (scalar loss, FVSBNCache).  `form` is optional: it is read from the keys of params.
+
+    Same loss as :func:`reference_forward`.  The trick over the reference: the loop over t
+    becomes one matmul with the mask m_{t,s} = 1[s<t] (:func:`logits_masked`), and the loss
+    one Bernoulli NLL over the whole (B, D) array -- no Python loop at all.
     """
     form = _check_form(params, form)
     a = logits_masked(params, x)                         # (B, D) logits
@@ -159,11 +149,16 @@ def forward(params, x, form=None):
 
 
 def backward(dloss, cache):
-    """Gradients of every parameter, same keys as params.
+    """Gradients of every parameter, same keys as params, fast: the masked product.
 
         da = dloss / B * (sigmoid(a) - x)                       (B, D)
         vector:  dP0 = sum_b da_b1,   dP_s = sum_b x_bs sum_{t>s} da_bt   = sum_b x * (da m)
         matrix:  db  = sum_b da_b,    dW   = (da^T x) * m                 (strictly lower)
+
+    Same gradients as :func:`reference_backward`.  The trick over the reference: the D
+    per-t outer products become one (D, B) x (B, D) matmul masked by m afterwards (the
+    upper part gets exactly 0), and the vector form's running sums sum_{t>s} da_t one
+    (B, D) x (D, D) matmul with m.
     """
     xp = get_xp(cache.x)
     form, x, a = cache
@@ -187,6 +182,22 @@ def log_prob(params, x):
 def conditionals(params, x):
     """p(x_t = 1 | x_<t) = sigmoid(a_t) for every t.  Shapes: x (B, D) float -> (B, D)."""
     return sigmoid(logits_masked(params, x))
+
+
+def effective_weights(params):
+    """Both forms as the matrix form: (b (D,), W (D, D) strictly lower).
+
+    Vector form: b = P0 e_1 and W_{t,s} = m_{t,s} P_s (one row per t, each a masked copy of P).
+    """
+    xp = get_xp(*params.values())
+    if form_of(params) == "matrix":
+        W = params["W"]
+        return params["b"], W * mask(W.shape[0], W.dtype, xp)
+    P0, P = params["P0"], params["P"]
+    D = P.shape[0]
+    b = xp.zeros(D, dtype=P.dtype)
+    b[0] = P0                                            # only x_1 gets the bias
+    return b, mask(D, P.dtype, xp) * P[None, :]          # W_{t,s} = 1[s<t] P_s
 
 
 def sample(params, n, rng=None, temperature=1.0):
@@ -228,7 +239,10 @@ class FVSBN(Model):
     device : where the parameters live (default: scratchnade.backend.default_device()).
 
     The negative log-likelihood is convex in the parameters (D logistic regressions), so
-    the initialisation only affects how fast training gets there.
+    the initialisation only affects how fast training gets there.  In the matrix form dW is
+    masked like W, so the entries of W on and above the diagonal start at 0 and stay exactly
+    0 under any optimizer whose update is 0 for a zero gradient (SGD, momentum, Adam, L2
+    decay).  ``loss_and_grads`` returns new gradient arrays on every call (safe to keep).
     """
 
     def __init__(self, D, form="matrix", seed=0, dtype=np.float32, init_scale=0.01, device=None):
@@ -288,3 +302,35 @@ class FVSBN(Model):
         def log_p(x):
             return asnumpy(log_prob(params64, to_device(x, self.device).astype(np.float64)))
         return exact_entropy(log_p, self.D)
+
+
+# ----------------------------------------------------------------------------- checks and helpers
+
+def form_of(params):
+    """``"vector"`` when params has keys P0, P; ``"matrix"`` when it has b, W."""
+    for form, keys in _KEYS.items():
+        if set(params) == set(keys):
+            return form
+    raise ValueError(f"FVSBN params must have keys {{'P0', 'P'}} (vector form) or {{'b', 'W'}} "
+                     f"(matrix form), got {sorted(params)}")
+
+
+def _check_form(params, form):
+    """The form of params, checked against `form` when given."""
+    found = form_of(params)
+    if form is not None and form != found:
+        raise ValueError(f"form={form!r} but params are those of the {found!r} form")
+    return found
+
+
+def num_dims(params):
+    """D, read from the parameter shapes."""
+    return params["P"].shape[0] if "P" in params else params["b"].shape[0]
+
+
+def check_input(x, D):
+    """Raise ValueError unless x is a (B, D) array of 0/1 values."""
+    if getattr(x, "ndim", None) != 2 or x.shape[1] != D:
+        raise ValueError(f"FVSBN input must have shape (B, D) = (batch, {D}), "
+                         f"got {getattr(x, 'shape', type(x).__name__)}")
+    check_binary(x)

@@ -10,23 +10,18 @@ AR(p), with centred values z_t = x_t - mu:
     x_t ~ N(mu + sum_{k=1..p} rho_k z_{t-k}, sigma^2)        t > p
     (x_1..x_p) ~ N(mu, sigma^2 Gamma)                        stationary start (the default)
 
-Gamma is the p x p Toeplitz matrix Gamma_ij = g_|i-j| of the stationary autocovariances
+Gamma (p, p) is the Toeplitz matrix Gamma_ij = g_|i-j| of the stationary autocovariances
 g_j = gamma_j / sigma^2, which solve the (p+1) Yule-Walker equations A(rho) g = e_0:
 
-    g_0 - sum_k rho_k g_k         = 1
-    g_j - sum_k rho_k g_{|j-k|}   = 0            j = 1..p
+    g_0 - sum_k rho_k g_k = 1,        g_j - sum_k rho_k g_{|j-k|} = 0        (j = 1..p)
 
-For p = 1: g_0 = 1 / (1 - rho^2), the lecture's start.  A stationary start exists only when
-every root of 1 - sum_k rho_k z^k lies outside the unit circle (|rho| < 1 for p = 1).
-``start="conditional"`` instead conditions on x_1..x_p (the "conditional likelihood", which
-needs T > p): its maximiser is ordinary least squares, :func:`conditional_mle`.
+For p = 1, g_0 = 1 / (1 - rho^2): the lecture's start.  It exists only when every root of
+1 - sum_k rho_k z^k lies outside the unit circle (|rho| < 1 for p = 1).  ``start="conditional"``
+conditions on x_1..x_p instead (needs T > p); its maximiser is least squares, :func:`conditional_mle`.
 
-Conventions.  Data are batch-major ``(B, T)``: B independent sequences of length T, x[b] is
-one sequence and x[:, t] holds x_{t+1} (code indexes time from 0, the lecture from 1).
-The loss is the mean over the batch of the per-sequence NLL, -(1/B) sum_b log p(x_b), summed
-over t like the binary models' per-example loss.  Parameters (lecture symbols): ``rho`` (p,),
-``mu`` () and ``log_sigma`` (), sigma = exp(log_sigma): an unconstrained parameter, so any
-gradient step gives a valid sigma > 0 with no projection (and steps are relative in sigma).
+Shapes: x (B, T), B independent sequences; x[:, t] holds x_{t+1} (code counts t from 0).
+Loss: -(1/B) sum_b log p(x_b), summed over t.  Parameters: rho (p,), mu (), log_sigma ()
+with sigma = exp(log_sigma), unconstrained: any gradient step keeps sigma > 0.
 """
 import math
 from typing import NamedTuple, Optional
@@ -40,67 +35,84 @@ STARTS = ("stationary", "conditional")
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-# ----------------------------------------------------------------------------- checks
+# ----------------------------------------------------------------------------- reference (the slide)
 
-def is_stationary(rho):
-    """True when AR coefficients rho (p,) (on any device) define a stationary process.
+def reference_forward(params, x, start="stationary"):
+    """Mean per-sequence NLL by the slide's loop over t.  Returns (loss, ARReferenceCache).
 
-        stationary  <=>  every eigenvalue of the companion matrix
-                         F = [[rho_1 ... rho_p], [1 0 ... 0], ..., [0 ... 1 0]]
-                         lies strictly inside the unit circle
-
-    (the roots of 1 - sum_k rho_k z^k lie outside it); for p = 1, |rho| < 1.
-    rho has p entries, so this runs on the host.
+    Inputs: params {rho (p,), mu (), log_sigma ()}, x (B, T).  f[t], e[t] are (B,).
+    The stationary start of AR(p) has no simpler slide form than the Gaussian
+    N(mu, sigma^2 Gamma), so it calls the same Yule-Walker pieces as the fast path (for
+    p = 1, Gamma = [[1 / (1 - rho^2)]]: the lecture's start).  Same loss as :func:`forward`.
     """
-    r = np.asarray(asnumpy(rho), dtype=np.float64).ravel()
-    if not np.all(np.isfinite(r)):
-        return False
-    F = np.eye(r.size, k=-1)                                 # shift rows of the companion matrix
-    F[0] = r                                                 # first row: rho_1..rho_p
-    return bool(np.max(np.abs(np.linalg.eigvals(F))) < 1.0)
+    rho, mu, log_sigma = params["rho"], params["mu"], params["log_sigma"]
+    xp = get_xp(x, rho)
+    x = _as_data(x, rho, start)
+    p, (B, T) = rho.shape[0], x.shape
+    sigma2 = xp.exp(2.0 * log_sigma)                                          # sigma^2
+    f, e = {}, {}
+    nll = xp.zeros(B, dtype=x.dtype)
+    for t in range(p, T):
+        f[t] = mu + sum(rho[k - 1] * (x[:, t - k] - mu) for k in range(1, p + 1))  # f(x_<t)
+        e[t] = x[:, t] - f[t]                                                 # x_t - f(x_<t)
+        nll = nll + 0.5 * xp.log(2 * math.pi * sigma2) + e[t] ** 2 / (2 * sigma2)  # -log N(x_t; f, sigma^2)
+    m, yw, Gamma_inv, z0 = 0, None, None, None
+    if start == "stationary":
+        check_stationary(rho)
+        m = min(p, T)
+        yw = yule_walker(rho)                                                 # g_j = gamma_j / sigma^2
+        Gamma = yw.g[_lag_index(m, xp)]                                       # Gamma_ij = g_|i-j|  (m, m)
+        Gamma_inv = xp.linalg.inv(Gamma)
+        z0 = x[:, :m] - mu                                                    # z_1..z_m  (B, m)
+        q = ((z0 @ Gamma_inv) * z0).sum(axis=1)                               # z^T Gamma^{-1} z  (B,)
+        logdet = xp.linalg.slogdet(Gamma)[1]                                  # log det Gamma
+        nll = nll + 0.5 * m * xp.log(2 * math.pi * sigma2) + 0.5 * logdet + q / (2 * sigma2)  # -log N(x_<=m)
+    loss = nll.sum() / B                                                      # mean over sequences
+    return loss, ARReferenceCache(params, x, sigma2, e, m, yw, Gamma_inv, z0)
 
 
-def check_stationary(rho):
-    """Raise ValueError unless rho is stationary (the stationary start needs it)."""
-    if not is_stationary(rho):
-        r = np.asarray(asnumpy(rho), dtype=np.float64).ravel()
-        raise ValueError(
-            f"rho = {r} is not stationary: a root of 1 - sum_k rho_k z^k lies on or inside the "
-            "unit circle (for p = 1: |rho| >= 1), so the stationary start x_1..x_p ~ "
-            "N(mu, sigma^2 Gamma) does not exist. Use start='conditional', or start gradient "
-            "fitting from rho = 0.")
+def reference_backward(dloss, cache):
+    """Gradients {rho (p,), mu (), log_sigma ()} of the reference loss, by a plain reverse loop."""
+    params, x, sigma2, e, m, yw, Gamma_inv, z0 = cache
+    rho, mu = params["rho"], params["mu"]
+    xp = get_xp(x, rho)
+    p, (B, T) = rho.shape[0], x.shape
+    w = dloss / B                                                             # the loss is a mean over B
+    drho, dmu, dlog_sigma = xp.zeros_like(rho), xp.zeros_like(mu), xp.zeros_like(params["log_sigma"])
+    for t in reversed(range(p, T)):
+        de = w * e[t] / sigma2                                                # dloss/de_t  (B,)
+        dlog_sigma += w * B - (de * e[t]).sum()                               # log sigma + e_t^2 / 2 sigma^2
+        df = -de                                                              # e_t = x_t - f_t
+        dmu += df.sum()                                                       # f_t = mu + ...
+        for k in range(1, p + 1):
+            drho[k - 1] += (df * (x[:, t - k] - mu)).sum()                    # ... + rho_k (x_{t-k} - mu)
+            dmu += -rho[k - 1] * df.sum()
+    if m:
+        dz0 = w * (z0 @ Gamma_inv) / sigma2                                   # dloss/dz_<=m  (B, m)
+        dmu += -dz0.sum()                                                     # z0 = x_<=m - mu
+        dlog_sigma += w * B * m - (dz0 * z0).sum()                            # m log sigma + q / (2 sigma^2)
+        dGamma = (0.5 * w * B * Gamma_inv                                     # d log det(Gamma) / 2
+                  - 0.5 * w / sigma2 * Gamma_inv @ (z0.T @ z0) @ Gamma_inv)   # d q / (2 sigma^2)
+        dg = xp.zeros(p + 1, dtype=x.dtype)
+        for i in range(m):
+            for j in range(m):
+                dg[abs(i - j)] += dGamma[i, j]                                # Gamma_ij = g_|i-j|
+        drho += yule_walker_backward(dg, yw)                                  # A(rho) g = e_0
+    return {"rho": drho, "mu": dmu, "log_sigma": dlog_sigma}
 
 
-def _check_start(start):
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+class ARReferenceCache(NamedTuple):
+    params: dict
+    x: object                    # (B, T) the data in the parameters' dtype
+    sigma2: object               # () sigma^2
+    e: dict                      # e[t] (B,) innovations x_t - f(x_<t), t = p..T-1
+    m: int                       # start values under the stationary Gaussian (0: conditional)
+    yw: Optional["YuleWalker"]   # Yule-Walker solution (stationary start only)
+    Gamma_inv: object            # (m, m) inverse start covariance / sigma^2, or None
+    z0: object                   # (B, m) centred start values, or None
 
 
-def _check_x(x, p, start):
-    """Raise ValueError unless x is a (B, T) array long enough for AR(p) with this start."""
-    ndim = getattr(x, "ndim", None)
-    if ndim != 2:
-        raise ValueError(f"x must be a (B, T) array of B sequences of length T, got shape "
-                         f"{getattr(x, 'shape', type(x))}; for one sequence use x[None]")
-    B, T = x.shape
-    if B < 1 or T < 1:
-        raise ValueError(f"x must hold at least one value, got shape {x.shape}")
-    if start == "conditional" and T <= p:
-        raise ValueError(f"start='conditional' conditions on the first p = {p} values, so it "
-                         f"needs T > p, got T = {T}")
-
-
-def _as_data(x, rho, start):
-    """x checked (shape, length, same device as rho) and cast to rho's dtype."""
-    _check_start(start)
-    _check_x(x, rho.shape[0], start)
-    if device_of(x) != device_of(rho):
-        raise ValueError(f"x is on device {device_of(x)!r} but the parameters are on "
-                         f"{device_of(rho)!r}: move it with scratchnade.backend.to_device")
-    return x.astype(rho.dtype, copy=False)
-
-
-# ----------------------------------------------------------------------------- Yule-Walker
+# ----------------------------------------------------------------------------- Yule-Walker (both tiers)
 
 class YuleWalker(NamedTuple):
     g: object   # (p+1,) stationary autocovariances / sigma^2 at lags 0..p
@@ -169,7 +181,7 @@ def autocovariance(rho, log_sigma, n_lags):
     return xp.exp(2.0 * log_sigma) * xp.stack(g[:n_lags])    # gamma_j = sigma^2 g_j
 
 
-# ----------------------------------------------------------------------------- forward / backward
+# ----------------------------------------------------------------------------- fast (same maths)
 
 def predict(rho, z):
     """Centred conditional means sum_k rho_k z_{t-k} for t = p..T-1 (0-based).
@@ -214,6 +226,11 @@ def sequence_nll(params, x, start="stationary"):
                     + z_{<m}^T Gamma^{-1} z_{<m} / (2 sigma^2)         stationary only, m = min(p, T)
 
     Shapes: params {rho (p,), mu (), log_sigma ()}, x (B, T) -> nll (B,), ARCache.
+
+    The trick over the reference: no loop over t.  The innovations of every t come from p
+    shifted slices of z (:func:`innovations`, one vector operation per lag instead of one
+    Python step per t), their squares are summed in one reduction, and the constants
+    n (log sqrt(2 pi) + log sigma) are added once per sequence instead of once per t.
     """
     rho, mu, log_sigma = params["rho"], params["mu"], params["log_sigma"]
     xp = get_xp(x, rho)
@@ -248,6 +265,8 @@ def forward(params, x, start="stationary"):
     """Mean per-sequence NLL, loss = -(1/B) sum_b log p(x_b), and the cache.
 
     Shapes: params {rho (p,), mu (), log_sigma ()}, x (B, T) -> loss (), ARCache.
+
+    Same loss as :func:`reference_forward`, vectorised over t (see :func:`sequence_nll`).
     """
     nll, cache = sequence_nll(params, x, start)
     return nll.mean(), cache
@@ -267,6 +286,11 @@ def backward(dloss, cache):
         drho       += yule_walker_backward(dg)
 
     Returns {rho (p,), mu (), log_sigma ()}.
+
+    Same gradients as :func:`reference_backward`.  The trick over the reference: every sum
+    over t is one reduction over a shifted slice (drho_k one product with z_{t-k} for all t
+    at once), and dg collects the Toeplitz entries of dGamma with one bincount over the
+    lag matrix |i - i'| instead of a double loop.
     """
     c = cache
     xp = get_xp(c.z)
@@ -458,7 +482,9 @@ class LinearGaussianAR(Model):
         return model
 
     def loss_and_grads(self, x):
-        """Mean per-sequence NLL of x (B, T) (a float) and {rho, mu, log_sigma} gradients."""
+        """Mean per-sequence NLL of x (B, T) (a float) and {rho, mu, log_sigma} gradients.
+
+        The gradients are new arrays on every call (safe to keep)."""
         loss, cache = forward(self.params, x, self.start)
         return float(loss), backward(1.0, cache)
 
@@ -478,3 +504,63 @@ class LinearGaussianAR(Model):
         """n ancestral samples of length T from the stationary start; seed: an int or a
         Generator.  Shapes: -> (n, T)."""
         return sample(self.params, n, T, seed, temperature)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def is_stationary(rho):
+    """True when AR coefficients rho (p,) (on any device) define a stationary process.
+
+        stationary  <=>  every eigenvalue of the companion matrix
+                         F = [[rho_1 ... rho_p], [1 0 ... 0], ..., [0 ... 1 0]]
+                         lies strictly inside the unit circle
+
+    (the roots of 1 - sum_k rho_k z^k lie outside it); for p = 1, |rho| < 1.
+    rho has p entries, so this runs on the host.
+    """
+    r = np.asarray(asnumpy(rho), dtype=np.float64).ravel()
+    if not np.all(np.isfinite(r)):
+        return False
+    F = np.eye(r.size, k=-1)                                 # shift rows of the companion matrix
+    F[0] = r                                                 # first row: rho_1..rho_p
+    return bool(np.max(np.abs(np.linalg.eigvals(F))) < 1.0)
+
+
+def check_stationary(rho):
+    """Raise ValueError unless rho is stationary (the stationary start needs it)."""
+    if not is_stationary(rho):
+        r = np.asarray(asnumpy(rho), dtype=np.float64).ravel()
+        raise ValueError(
+            f"rho = {r} is not stationary: a root of 1 - sum_k rho_k z^k lies on or inside the "
+            "unit circle (for p = 1: |rho| >= 1), so the stationary start x_1..x_p ~ "
+            "N(mu, sigma^2 Gamma) does not exist. Use start='conditional', or start gradient "
+            "fitting from rho = 0.")
+
+
+def _check_start(start):
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+
+
+def _check_x(x, p, start):
+    """Raise ValueError unless x is a (B, T) array long enough for AR(p) with this start."""
+    ndim = getattr(x, "ndim", None)
+    if ndim != 2:
+        raise ValueError(f"x must be a (B, T) array of B sequences of length T, got shape "
+                         f"{getattr(x, 'shape', type(x))}; for one sequence use x[None]")
+    B, T = x.shape
+    if B < 1 or T < 1:
+        raise ValueError(f"x must hold at least one value, got shape {x.shape}")
+    if start == "conditional" and T <= p:
+        raise ValueError(f"start='conditional' conditions on the first p = {p} values, so it "
+                         f"needs T > p, got T = {T}")
+
+
+def _as_data(x, rho, start):
+    """x checked (shape, length, same device as rho) and cast to rho's dtype."""
+    _check_start(start)
+    _check_x(x, rho.shape[0], start)
+    if device_of(x) != device_of(rho):
+        raise ValueError(f"x is on device {device_of(x)!r} but the parameters are on "
+                         f"{device_of(rho)!r}: move it with scratchnade.backend.to_device")
+    return x.astype(rho.dtype, copy=False)

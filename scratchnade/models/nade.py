@@ -1,27 +1,83 @@
 """NADE for binary vectors (Larochelle & Murray, AISTATS 2011).
 
-    a_1     = c                                   running pre-activation
-    h_t     = sigmoid(a_t)                        hidden units for position t       (H,)
-    p_t     = sigmoid(b_t + V_t . h_t)            p(x_t = 1 | x_<t)
-    a_{t+1} = a_t + W_{:,t} x_t                   the O(H) update per position
+    a_1     = c                                   (H,)   running pre-activation
+    h_t     = sigmoid(a_t)                        (H,)   hidden units for position t
+    p_t     = sigmoid(b_t + V_t . h_t)            ()     p(x_t = 1 | x_<t)
+    a_{t+1} = a_t + W_{:,t} x_t                   (H,)   the O(H) update per position
 
 so h_t = sigmoid(c + W_{:,<t} x_<t): one shared W for every conditional, O(DH) in all.
 Parameters: W (H, D), c (H,), V (D, H), b (D,).  Data x is (B, D) with entries in {0, 1}.
+The loss is the mean over the batch of -log p(x) = sum_t softplus(l_t) - x_t l_t, with the
+logit l_t = b_t + V_t . h_t (never log(sigmoid)).
 
-Speed.  Binary inputs make a_t piecewise constant in t: it only moves at the ~13% of
-positions where x_{t-1} = 1.  The forward pass therefore copies h_{t-1} and recomputes the
-sigmoid only for the rows of the batch whose a changed; the backward pass keeps
-s_t = h_t (1 - h_t) the same way.  The hidden states are stored time-major, hs[t] = h_t
-(D, B, H), so each step touches one contiguous (B, H) slab.
+Notation: here V (D, H) is the OUTPUT weights, as in Larochelle & Murray; the token NADE
+(sequence_nade.py) follows the lecture instead, where V is the INPUT weights.
 """
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
-from ..functional import bernoulli_nll, check_binary, sigmoid
+from ..functional import bernoulli_nll, bernoulli_nll_backward, check_binary, sigmoid, sigmoid_backward
 from .base import Model
 
+
+# ----------------------------------------------------------------------------- reference (the slide)
+
+def reference_forward(params, x):
+    """Mean NLL per example, by the slide's loop over t.  Returns (loss, NADEReferenceCache).
+
+    Inputs: params {W (H, D), c (H,), V (D, H), b (D,)}, x (B, D) binary.  Vectorised over
+    the batch only: a[t], h[t] are (B, H), logit[t] = l_t is (B,); code counts t from 0, so
+    a[0] is the slide's a_1 and x[:, t] its x_{t+1}.  Same loss as :func:`forward`.
+    """
+    xp = get_xp(x, *params.values())
+    _check_input(params, x)
+    W, c, V, b = params["W"], params["c"], params["V"], params["b"]
+    (H, D), B = W.shape, x.shape[0]
+    x = x.astype(W.dtype)
+    a, h, logit = {}, {}, {}
+    a[0] = xp.zeros((B, H), dtype=W.dtype) + c                   # a_1 = c
+    loss = 0.0
+    for t in range(D):
+        h[t] = sigmoid(a[t])                                     # h_t = sigmoid(a_t)
+        logit[t] = b[t] + h[t] @ V[t]                            # l_t = b_t + V_t . h_t, p_t = sigmoid(l_t)
+        loss = loss + bernoulli_nll(logit[t], x[:, t]).sum() / B  # -log Bern(x_t; p_t), mean over b
+        a[t + 1] = a[t] + xp.outer(x[:, t], W[:, t])             # a_{t+1} = a_t + W_{:,t} x_t
+    return loss, NADEReferenceCache(x, h, logit, params)
+
+
+def reference_backward(dloss, cache):
+    """Gradients {W, c, V, b} of the reference loss, by a plain reverse loop over t.
+
+    da_next holds dloss/da_{t+1}; a_{t+1} = a_t + W_{:,t} x_t passes it to a_t unchanged.
+    """
+    x, h, logit, params = cache
+    W, V = params["W"], params["V"]
+    xp = get_xp(x, W)
+    B, D = x.shape
+    dW, dV, db = xp.zeros_like(W), xp.zeros_like(V), xp.zeros_like(params["b"])
+    da_next = xp.zeros((B, W.shape[0]), dtype=W.dtype)           # dloss/da_{D+1} = 0
+    for t in reversed(range(D)):
+        dW[:, t] = da_next.T @ x[:, t]                           # a_{t+1} = a_t + W_{:,t} x_t
+        dl = bernoulli_nll_backward(dloss / B, logit[t], x[:, t])  # dloss/dl_t  (B,)
+        db[t] = dl.sum()                                         # l_t = b_t + V_t . h_t
+        dV[t] = dl @ h[t]
+        dh = xp.outer(dl, V[t])                                  # dloss/dh_t  (B, H)
+        da = da_next + sigmoid_backward(dh, h[t])                # dloss/da_t: via a_{t+1} and h_t
+        da_next = da
+    dc = da_next.sum(axis=0)                                     # a_1 = c
+    return {"W": dW, "c": dc, "V": dV, "b": db}
+
+
+class NADEReferenceCache(NamedTuple):
+    x: object         # (B, D) the data in the parameters' dtype
+    h: dict           # h[t] (B, H) hidden units, t = 0..D-1
+    logit: dict       # logit[t] (B,) l_t = b_t + V_t . h_t
+    params: dict
+
+
+# ----------------------------------------------------------------------------- fast (same maths)
 
 class NADECache(NamedTuple):
     xT: object        # (D, B) the data, time-major, in the parameters' dtype
@@ -31,18 +87,17 @@ class NADECache(NamedTuple):
     params: dict
 
 
-def _check_input(params, x):
-    """Raise ValueError unless x is a (B, D) binary array matching the model."""
-    D = params["b"].shape[0]
-    if x.ndim != 2 or x.shape[1] != D:
-        raise ValueError(f"NADE expects binary data of shape (B, {D}), got shape {tuple(x.shape)}")
-    check_binary(x)
-
-
 def hidden_states(params, x):
-    """All hidden states and output logits of NADE on a batch.
+    """All hidden states and output logits of NADE on a batch (the fast forward's work).
 
     Inputs: x (B, D) binary.  Returns (xT (D, B), ones, hs (D, B, H), logits (D, B)).
+
+    The trick over the reference: binary inputs make a_t piecewise constant in t.  a only
+    moves after positions where x_t = 1 (~13% of them on binarized MNIST), so step t copies
+    h_{t-1} and recomputes the sigmoid only for the rows r = ones[t-1] of the batch whose a
+    changed (a sparse-row update instead of a (B, H) sigmoid per step).  The hidden states
+    are stored time-major, hs[t] = h_t (D, B, H), so each step touches one contiguous (B, H)
+    slab, and every V_t . h_t is written straight into its row of the logits with out=.
     """
     W, c, V, b = params["W"], params["c"], params["V"], params["b"]
     xp = get_xp(W)
@@ -68,9 +123,13 @@ def hidden_states(params, x):
 
 
 def forward(params, x):
-    """Mean NLL per example.  Inputs: x (B, D) binary.  Returns (loss, NADECache).
+    """Mean NLL per example, fast.  Inputs: x (B, D) binary.  Returns (loss, NADECache).
 
         loss = 1/B sum_b sum_t [softplus(l_bt) - x_bt l_bt],  l_bt = b_t + V_t . h_bt
+
+    Same loss as :func:`reference_forward`; the hidden states come from
+    :func:`hidden_states` (sparse-row updates of the running sum, explained there), and the
+    loss is one Bernoulli NLL over the whole (D, B) logits array.
     """
     _check_input(params, x)
     xT, ones, hs, logits = hidden_states(params, x)
@@ -87,6 +146,12 @@ def backward(dloss, cache):
         da_t   = dl_t V_t * h_t (1 - h_t)                        (B, H)
         dW_:,t = sum_{b: x_bt = 1} sum_{t' > t} da_bt'           the running sum, backwards
         dc     = sum_t sum_b da_bt
+
+    Same gradients as :func:`reference_backward`.  The trick over the reference: it reuses
+    the forward's sparse rows.  s_t = h_t (1 - h_t) is kept in one (B, H) array and only the
+    rows r = ones[t-1] (where h_{t-1} != h_t) are recomputed when stepping back; dW_:,t
+    sums da_later over those rows only (x_bt = 0 rows contribute nothing), and the (B, H)
+    temporaries da, da_later are written in place with out= instead of reallocated.
     """
     xT, ones, hs, logits, params = cache
     W, V = params["W"], params["V"]
@@ -145,7 +210,9 @@ class NADE(Model):
         return to_device(x, self.device)
 
     def loss_and_grads(self, x):
-        """Mean NLL (nats per example) of x (B, D) and the gradients {W, c, V, b}."""
+        """Mean NLL (nats per example) of x (B, D) and the gradients {W, c, V, b}.
+
+        The gradients are new arrays on every call (safe to keep)."""
         loss, cache = forward(self.params, self._to_model(x))
         return float(loss), backward(1.0, cache)
 
@@ -188,3 +255,13 @@ class NADE(Model):
                 x[:, t] = u[t] < p                           # x_t ~ Bern(p)
             a += x[:, t][:, None] * W[:, t]                  # a_{t+1} = a_t + W_{:,t} x_t
         return x
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _check_input(params, x):
+    """Raise ValueError unless x is a (B, D) binary array matching the model."""
+    D = params["b"].shape[0]
+    if x.ndim != 2 or x.shape[1] != D:
+        raise ValueError(f"NADE expects binary data of shape (B, {D}), got shape {tuple(x.shape)}")
+    check_binary(x)
