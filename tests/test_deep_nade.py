@@ -1,6 +1,8 @@
-"""Deep NADE: gradients, the shared W, the ReLU kink, normalisation, autoregression, sampling, devices.
+"""Deep NADE: the two tiers agree, gradients, the shared W, the ReLU kink, normalisation,
+autoregression, sampling, safe gradient buffers, devices.
 
-Hypothesis draws the sizes and options; the parameter VALUES come from a NumPy stream seeded by
+The vocabulary size is d (the lecture's |V| = d): V is a parameter here.  Hypothesis draws the
+sizes and options; the parameter VALUES come from a NumPy stream seeded by
 a drawn seed, so they are generic (no exact zeros, no ties) and no pre-activation sits on the
 ReLU kink where a centred difference measures 1/2 instead of either one-sided derivative.
 Draws with a pre-activation closer than 1e-3 to 0 are rejected (the kink has its own test), and
@@ -15,7 +17,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.functional import dropout_mask
-from scratchnade.gradcheck import check_grads, check_model, numerical_grad, rel_error
+from scratchnade.gradcheck import assert_grads_close, check_grads, check_model, numerical_grad, rel_error
 from scratchnade.models import deep_nade as D
 from scratchnade.models.deep_nade import DeepNADE
 
@@ -24,25 +26,26 @@ LAYERS = [1, 2, 3]
 
 # ----------------------------------------------------------------------------- references
 
-def random_params(rng, V, p, H, layers, scale=1.0):
+def random_params(rng, d, p, H, layers, scale=1.0):
     """float64 parameters ~ N(0, scale^2) with the model's keys and shapes."""
-    shapes = {"W": (p, V, H), "b": (p, V), "c0": (p, H)}
+    shapes = {"W": (p, d, H), "b": (p, d), "c0": (p, H)}
     if layers > 1:
         shapes.update(V=(layers - 1, p, H, H), c=(layers - 1, p, H))
     return {k: rng.normal(0.0, scale, size=s) for k, s in shapes.items()}
 
 
-def reference(params, x, mask=None, W_in=None):
-    """(f (T, B, V), pre-activations [a_0, ..., a_{L-1}]) straight from the slide's sums.
+def slide_logits(params, x, mask=None, W_in=None):
+    """(f (T, B, d), pre-activations [a_0, ..., a_{L-1}]) straight from the slide's sums.
 
-    Loops over t and s with one-hot x_s.  The first layer reads W_in (default: params["W"]),
+    A test-side copy, independent of the module's reference pair: loops over t and s with
+    one-hot x_s, host NumPy only.  The first layer reads W_in (default: params["W"]),
     so the two uses of W can be given separate copies.
     """
     W_out, b, c0 = params["W"], params["b"], params["c0"]
     W_in = W_out if W_in is None else W_in
     T, B = x.shape
-    p, V, H = W_out.shape
-    X = np.eye(V)[x]                                        # (T, B, V) one-hot, tiny V only
+    p, d, H = W_out.shape
+    X = np.eye(d)[x]                                        # (T, B, d) one-hot, tiny d only
     m = np.ones((T, B, H)) if mask is None else mask
     a = np.zeros((T, B, H))
     for t in range(T):
@@ -69,27 +72,27 @@ def log_softmax(f):
 
 
 def reference_log_prob(params, x, mask=None, W_in=None):
-    """log p(x_t | x_<t), (T, B), from :func:`reference`."""
-    logp = log_softmax(reference(params, x, mask, W_in)[0])
+    """log p(x_t | x_<t), (T, B), from :func:`slide_logits`."""
+    logp = log_softmax(slide_logits(params, x, mask, W_in)[0])
     return np.take_along_axis(logp, x[..., None], axis=-1)[..., 0]
 
 
 def kink_margin(params, x, mask=None):
     """Smallest |pre-activation| over every unit, position and example."""
-    return min(np.abs(a).min() for a in reference(params, x, mask)[1])
+    return min(np.abs(a).min() for a in slide_logits(params, x, mask)[1])
 
 
 def model_with(params, device=None, **kw):
-    p, V, H = params["W"].shape
-    m = DeepNADE(V, p=p, H=H, layers=1 + num_V_blocks(params), dtype=np.float64, device=device, **kw)
+    p, d, H = params["W"].shape
+    m = DeepNADE(d, p=p, H=H, layers=1 + num_V_blocks(params), dtype=np.float64, device=device, **kw)
     m.load_state_dict(params)
     return m
 
 
 @st.composite
-def problems(draw, layers, max_V=7, max_p=5, max_H=5, max_B=3):
+def problems(draw, layers, max_d=7, max_p=5, max_H=5, max_B=3):
     """(params, x, mask): float64 parameters, a (T, B) window with T <= p, a fixed dropout mask or None."""
-    V = draw(st.integers(2, max_V), label="V")
+    d = draw(st.integers(2, max_d), label="d")
     p = draw(st.integers(1, max_p), label="p")
     T = draw(st.integers(1, p), label="T")
     H = draw(st.integers(1, max_H), label="H")
@@ -97,35 +100,102 @@ def problems(draw, layers, max_V=7, max_p=5, max_H=5, max_B=3):
     scale = draw(st.sampled_from([0.5, 1.0, 1.5]), label="scale")
     dropout = draw(st.booleans(), label="dropout")
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
-    params = random_params(rng, V, p, H, layers, scale)
-    x = rng.integers(0, V, size=(T, B))
+    params = random_params(rng, d, p, H, layers, scale)
+    x = rng.integers(0, d, size=(T, B))
     mask = dropout_mask((T, B, H), 0.5, rng, params["W"]) if dropout else None
     assume(kink_margin(params, x, mask) > 1e-3)             # finite differences off the kink
     assume(-reference_log_prob(params, x, mask).mean() > 1e-4)   # not saturated
     return params, x, mask
 
 
-# ----------------------------------------------------------------------------- gradients
+# ----------------------------------------------------------------------------- the two tiers
 
-def assert_grads_match(loss_fn, params, grads):
-    """Relative error < 1e-6 for every parameter, or -- for a parameter whose whole gradient is
-    below 1e-4, where that would ask for |error| < 1e-10, the round-off floor of a centred
-    difference (~1e-16 loss / h) -- an absolute error < 1e-10 instead."""
-    for name, err in check_grads(loss_fn, params, grads).items():
-        if err >= 1e-6:
-            gap = np.abs(numerical_grad(loss_fn, params[name]) - grads[name]).max()
-            assert np.abs(grads[name]).max() < 1e-4 and gap < 1e-10, (name, err, gap)
+TIERS = {"reference": (D.reference_forward, D.reference_backward), "fast": (D.forward, D.backward)}
+
+
+@st.composite
+def tier_problems(draw, max_d=9, max_p=6, max_H=6, max_B=4):
+    """(params, x, mask) of any L in LAYERS, no kink margin asked: both tiers use ReLU'(0) = 0."""
+    layers = draw(st.sampled_from(LAYERS), label="L")
+    d = draw(st.integers(1, max_d), label="d")
+    p = draw(st.integers(1, max_p), label="p")
+    T = draw(st.integers(1, p), label="T")
+    H = draw(st.integers(1, max_H), label="H")
+    B = draw(st.integers(1, max_B), label="B")
+    dropout = draw(st.sampled_from([None, 0.3, 0.6]), label="dropout")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+    params = random_params(rng, d, p, H, layers)
+    x = rng.integers(0, d, size=(T, B))
+    mask = None if dropout is None else dropout_mask((T, B, H), dropout, rng, params["W"])
+    return params, x, mask
+
+
+def assert_tiers_agree(params, x, mask):
+    """Fast loss and every fast gradient equal the reference's to 1e-10, same keys, same device."""
+    ref_loss, ref_cache = D.reference_forward(params, x, mask)
+    ref_grads = D.reference_backward(1.0, ref_cache)
+    loss, cache = D.forward(params, x, mask)
+    grads = D.backward(1.0, cache)
+    assert list(grads) == list(ref_grads) == list(params)
+    assert type(ref_cache)._fields[0] == "X"                 # a NamedTuple, not an anonymous tuple
+    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+    assert_grads_close(grads, ref_grads, rtol=1e-10)
+    for k in params:
+        assert device_of(grads[k]) == device_of(ref_grads[k]) == device_of(params[k])
+
+
+@pytest.mark.parametrize("device", ["cpu", "fake"])
+@settings(max_examples=25, deadline=None)
+@given(problem=tier_problems())
+def test_fast_pair_equals_reference_pair(device, problem):
+    params, x, mask = problem
+    params = {k: to_device(v, device) for k, v in params.items()}
+    mask = None if mask is None else to_device(mask, device)
+    assert_tiers_agree(params, to_device(x, device), mask)
 
 
 @pytest.mark.parametrize("layers", LAYERS)
-@settings(max_examples=20, deadline=None)
+def test_tiers_agree_at_the_model_defaults_on_the_kink(device, layers):
+    """Default init (c = 0, b = 0): position 1 sits exactly on the ReLU kink in both tiers."""
+    m = DeepNADE(6, p=5, H=4, layers=layers, dtype=np.float64, init_scale=1.0, seed=layers, device=device)
+    x = to_device(np.random.default_rng(layers).integers(0, 6, size=(4, 3)), device)
+    mask = dropout_mask((4, 3, 4), 0.5, np.random.default_rng(0), m.params["W"])
+    assert_tiers_agree(m.params, x, mask)
+    assert_tiers_agree(m.params, x, None)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("tier", list(TIERS))
+@pytest.mark.parametrize("layers", LAYERS)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
-def test_gradients_match_finite_differences(layers, data):
+def test_gradients_match_finite_differences(tier, layers, data):
+    """Each tier against centred differences of its own loss (the independent check).  A gradient
+    that is all ~0 may miss the relative 1e-6 by round-off (~1e-16 loss / h): then |error| <= 1e-10."""
     params, x, mask = data.draw(problems(layers))
-    _, cache = D.forward(params, x, mask)
-    grads = D.backward(1.0, cache)
+    forward, backward = TIERS[tier]
+    _, cache = forward(params, x, mask)
+    grads = backward(1.0, cache)
     assert list(grads) == list(params)
-    assert_grads_match(lambda: D.forward(params, x, mask)[0], params, grads)
+
+    def loss():
+        return forward(params, x, mask)[0]
+
+    numeric = {k: numerical_grad(loss, v) for k, v in params.items()}
+    assert_grads_close(grads, numeric, rtol=1e-6, atol=1e-10)
+
+
+def test_reference_passes_check_grads():
+    """check_grads on a fixed small case with dropout, two layers, a short window."""
+    rng = np.random.default_rng(3)
+    params = random_params(rng, d=5, p=4, H=3, layers=2)
+    x = rng.integers(0, 5, size=(3, 2))
+    mask = dropout_mask((3, 2, 3), 0.5, rng, params["W"])
+    assert kink_margin(params, x, mask) > 1e-3
+    grads = D.reference_backward(1.0, D.reference_forward(params, x, mask)[1])
+    errors = check_grads(lambda: D.reference_forward(params, x, mask)[0], params, grads)
+    assert max(errors.values()) < 1e-7, errors
 
 
 @pytest.mark.parametrize("layers", LAYERS)
@@ -144,7 +214,7 @@ def test_log_prob_matches_the_definition(layers, data):
 def test_W_gradient_is_the_sum_of_its_two_uses(layers):
     """dW equals d/dW_in + d/dW_out of a version where the first layer reads a separate copy W_in."""
     rng = np.random.default_rng(10 + layers)
-    params = random_params(rng, V=4, p=3, H=3, layers=layers)
+    params = random_params(rng, d=4, p=3, H=3, layers=layers)
     for k in ("c0", "c"):
         if k in params:
             params[k] = np.abs(params[k]) + 0.5            # live units, so both uses get gradient
@@ -198,48 +268,48 @@ def test_relu_kink_uses_the_subgradient_zero(layers):
 # ----------------------------------------------------------------------------- the distribution
 
 @pytest.mark.parametrize("layers", LAYERS)
-@pytest.mark.parametrize("V,p", [(3, 3), (2, 4)])
-def test_probabilities_sum_to_one(layers, V, p):
-    m = DeepNADE(V, p=p, H=4, layers=layers, dtype=np.float64, init_scale=1.0, seed=V + p)
+@pytest.mark.parametrize("d,p", [(3, 3), (2, 4)])
+def test_probabilities_sum_to_one(layers, d, p):
+    m = DeepNADE(d, p=p, H=4, layers=layers, dtype=np.float64, init_scale=1.0, seed=d + p)
     for k in ("b", "c0", "c"):
         if k in m.params:
             m.params[k][...] = np.random.default_rng(len(k)).normal(size=m.params[k].shape)
-    x = np.array(list(itertools.product(range(V), repeat=p))).T      # (p, V^p): every window
+    x = np.array(list(itertools.product(range(d), repeat=p))).T      # (p, d^p): every window
     total = np.exp(m.log_prob(x).sum(axis=0)).sum()
     assert abs(total - 1.0) < 1e-10
 
 
 @pytest.mark.parametrize("layers", LAYERS)
 def test_autoregressive_property(layers):
-    V, p = 6, 5
-    m = DeepNADE(V, p=p, H=6, layers=layers, dtype=np.float64, init_scale=1.0, seed=1)
+    d, p = 6, 5
+    m = DeepNADE(d, p=p, H=6, layers=layers, dtype=np.float64, init_scale=1.0, seed=1)
     for k in ("c0", "c"):
         if k in m.params:
             m.params[k][...] = 0.5                           # most units active
     rng = np.random.default_rng(2)
-    x = rng.integers(0, V, size=(p, 1))
+    x = rng.integers(0, d, size=(p, 1))
     base = m.logits(x)
     for t in range(p):
         changed = x.copy()
-        changed[t:] = (changed[t:] + rng.integers(1, V, size=(p - t, 1))) % V   # every x_>=t differs
+        changed[t:] = (changed[t:] + rng.integers(1, d, size=(p - t, 1))) % d   # every x_>=t differs
         np.testing.assert_array_equal(m.logits(changed)[:t + 1], base[:t + 1])
         if t > 0:                                            # f_t does see x_{t-1} (s <= t, not s < t)
             prev = x.copy()
-            prev[t - 1] = (prev[t - 1] + 1) % V
+            prev[t - 1] = (prev[t - 1] + 1) % d
             assert np.abs(m.logits(prev)[t] - base[t]).max() > 1e-6
 
 
 @pytest.mark.parametrize("layers", LAYERS)
 def test_sampling_frequencies_match_probabilities(layers):
-    V, p, n = 3, 2, 60_000
-    m = DeepNADE(V, p=p, H=4, layers=layers, dtype=np.float64, init_scale=1.5, seed=7)
+    d, p, n = 3, 2, 60_000
+    m = DeepNADE(d, p=p, H=4, layers=layers, dtype=np.float64, init_scale=1.5, seed=7)
     m.params["c0"][...] = 0.3
-    x = np.array(list(itertools.product(range(V), repeat=p))).T      # (p, 9)
+    x = np.array(list(itertools.product(range(d), repeat=p))).T      # (p, 9)
     prob = np.exp(m.log_prob(x).sum(axis=0))
     s = m.sample(n, p, seed=layers)
-    freq = np.bincount(s[0] * V + s[1], minlength=V ** p) / n
+    freq = np.bincount(s[0] * d + s[1], minlength=d ** p) / n
     assert 0.5 * np.abs(freq - prob).sum() < 0.015                     # total variation
-    shifted = np.bincount(s[1] * V + s[0], minlength=V ** p) / n       # tokens swapped: must fail
+    shifted = np.bincount(s[1] * d + s[0], minlength=d ** p) / n       # tokens swapped: must fail
     assert 0.5 * np.abs(shifted - prob).sum() > 0.03
 
 
@@ -254,6 +324,7 @@ def test_sampling_past_the_window_and_from_a_prompt():
 @pytest.mark.parametrize("layers", LAYERS)
 def test_model_gradients_with_buffer_reuse_and_short_windows(layers):
     m = DeepNADE(5, p=4, H=3, layers=layers, dtype=np.float64, init_scale=1.0, seed=4)
+    m.reuse_buffers = True
     for k in ("c0", "c"):
         if k in m.params:
             m.params[k][...] = 0.7
@@ -265,6 +336,31 @@ def test_model_gradients_with_buffer_reuse_and_short_windows(layers):
         assert max(errors.values()) < 1e-6, (T, B, errors)
         _, grads = m.loss_and_grads(x)
         assert np.all(grads["b"][T:] == 0) and np.all(grads["W"][T:] == 0)
+
+
+def test_gradients_are_new_arrays_unless_reuse_buffers(device):
+    """Default: each call returns new arrays, the first call's untouched by the second.  With
+    reuse_buffers = True, dW is the model's (p, d, H) buffer, overwritten by the next call."""
+    m = DeepNADE(7, p=4, H=5, layers=2, dtype=np.float64, init_scale=1.0, seed=2, device=device)
+    rng = np.random.default_rng(0)
+    x1, x2 = (to_device(rng.integers(0, 7, size=(4, 3)), device) for _ in range(2))
+    _, g1 = m.loss_and_grads(x1)
+    kept = {k: asnumpy(v).copy() for k, v in g1.items()}
+    _, g2 = m.loss_and_grads(x2)
+    for k in g1:
+        np.testing.assert_array_equal(asnumpy(g1[k]), kept[k])       # unchanged by the second call
+        if device == "cpu":
+            assert not np.shares_memory(g1[k], g2[k])
+    assert rel_error(g1["W"], g2["W"]) > 1e-3                         # and the second is its own
+
+    m.reuse_buffers = True
+    _, r1 = m.loss_and_grads(x1)
+    assert_grads_close(r1, kept, rtol=1e-12)                         # same numbers as the safe path
+    assert r1["W"].shape == (4, 7, 5)
+    _, r2 = m.loss_and_grads(x2)
+    if device == "cpu":
+        assert np.shares_memory(r1["W"], r2["W"]) and np.shares_memory(r2["W"], m._buffers["dW"])
+    assert_grads_close(r1["W"], g2["W"], rtol=1e-12)                  # r1's dW now holds call 2's
 
 
 def test_dropout_only_when_training():
@@ -313,8 +409,9 @@ def test_bad_input_gives_clear_errors():
         m.log_prob(np.zeros(4, dtype=int))
     with pytest.raises(ValueError, match="longer than"):
         m.loss_and_grads(np.zeros((5, 2), dtype=int))
-    with pytest.raises(ValueError, match="p = 4"):
-        D.forward(m.params, np.zeros((5, 2), dtype=int))
+    for forward in (D.forward, D.reference_forward):
+        with pytest.raises(ValueError, match="p = 4"):
+            forward(m.params, np.zeros((5, 2), dtype=int))
     with pytest.raises(ValueError, match="layers"):
         DeepNADE(6, layers=0)
     with pytest.raises(ValueError, match="dropout"):
@@ -323,7 +420,7 @@ def test_bad_input_gives_clear_errors():
 
 @pytest.mark.parametrize("layers", LAYERS)
 def test_runs_on_the_strict_fake_device(fake_device, layers):
-    params = random_params(np.random.default_rng(layers), V=7, p=4, H=5, layers=layers)
+    params = random_params(np.random.default_rng(layers), d=7, p=4, H=5, layers=layers)
     x = np.random.default_rng(0).integers(0, 7, size=(4, 3))
     host = model_with(params, dropout=0.3)
     dev = model_with(params, device=fake_device, dropout=0.3)
