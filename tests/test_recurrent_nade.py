@@ -1,4 +1,5 @@
-"""Recurrent NADE: gradients, normalisation, autoregressive property, state carrying, sampling."""
+"""Recurrent NADE: the two tiers agree, gradients, normalisation, autoregressive property,
+state carrying, safe gradient arrays, sampling."""
 import itertools
 
 import numpy as np
@@ -7,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from scratchnade import functional
 from scratchnade.backend import asnumpy, to_device
-from scratchnade.gradcheck import check_grads, check_model
-from scratchnade.models.recurrent_nade import RecurrentNADE, backward, forward
+from scratchnade.gradcheck import assert_grads_close, check_grads, check_model
+from scratchnade.models.recurrent_nade import (RecurrentNADE, backward, forward, reference_backward,
+                                               reference_forward)
 from scratchnade.models.sequence import SequenceModel
 
 F64 = np.float64
@@ -30,6 +32,62 @@ def host_grads(grads):
 def all_sequences(V, T):
     """Every sequence of length T over V tokens, as a (T, V^T) batch."""
     return np.array(list(itertools.product(range(V), repeat=T))).T
+
+
+# ----------------------------------------------------------------------------- the two tiers
+
+def tier_case(T, B, H, d, tied, carried, dropout, fed, seed):
+    """Random float64 params and inputs on the host: (params, x, h0, masks, fed)."""
+    m = make(d, H, tied, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, d, (T, B))
+    h0 = rng.random((B, H)) if carried else None                      # a state in (0, 1)
+    masks = (rng.random((T, B, H)) >= 0.3) / 0.7 if dropout else None   # fixed inverted dropout
+    fed = rng.integers(0, d, (T, B)) if fed else None
+    return m.params, x, h0, masks, fed
+
+
+def on(a, device):
+    return None if a is None else to_device(a, device)
+
+
+@pytest.mark.parametrize("device", ["cpu", "fake"])
+@settings(max_examples=20, deadline=None)
+@given(T=st.integers(1, 6), B=st.integers(1, 4), H=st.integers(1, 5), d=st.integers(2, 7),
+       tied=st.booleans(), carried=st.booleans(), dropout=st.booleans(), fed=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_fast_pair_equals_the_reference(device, T, B, H, d, tied, carried, dropout, fed, seed):
+    params, x, h0, masks, fed = tier_case(T, B, H, d, tied, carried, dropout, fed, seed)
+    params = {k: to_device(v, device) for k, v in params.items()}
+    args = (params, on(x, device), on(h0, device), on(masks, device))
+    ref_loss, ref_cache = reference_forward(*args, fed=on(fed, device))
+    ref = reference_backward(1.0, ref_cache)
+    loss, cache = forward(*args, fed=on(fed, device))
+    grads = backward(1.0, cache)
+    assert isinstance(ref_cache, tuple) and hasattr(ref_cache, "_fields")    # a NamedTuple
+    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+    assert set(grads) == set(ref) == set(params)                   # W_x absent when tied
+    assert_grads_close(grads, ref, rtol=1e-10)                     # every gradient
+    if carried:
+        assert not asnumpy(ref["W_init"]).any()                    # h_0 was a constant
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("carried", [False, True])
+def test_reference_matches_finite_differences(tied, carried):
+    params, x, h0, masks, fed = tier_case(4, 3, 3, 5, tied, carried, True, True, seed=11)
+    loss, cache = reference_forward(params, x, h0, masks, fed=fed)
+    grads = reference_backward(1.0, cache)
+    errors = check_grads(lambda: float(reference_forward(params, x, h0, masks, fed=fed)[0]), params, grads)
+    assert set(errors) == set(params)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_reference_scales_with_dloss():
+    params, x, *_ = tier_case(3, 2, 3, 4, False, False, False, False, seed=3)
+    one = reference_backward(1.0, reference_forward(params, x)[1])
+    half = reference_backward(0.5, reference_forward(params, x)[1])
+    assert_grads_close(half, {k: 0.5 * v for k, v in one.items()}, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -153,17 +211,42 @@ def test_blocked_softmax_equals_one_block(monkeypatch):
         np.testing.assert_allclose(grads2[k], grads[k], rtol=1e-11, atol=1e-15)
 
 
-def test_reused_buffers_follow_the_window_shape():
-    m = make(V=5, H=3)
+@pytest.mark.parametrize("tied", [False, True])
+def test_reused_buffers_follow_the_window_shape(tied):
+    m = make(V=5, H=3, tied=tied)
+    m.reuse_buffers = True
     rng = np.random.default_rng(4)
-    for shape in [(3, 2), (5, 2), (3, 4), (3, 2)]:
+    for shape in [(3, 2), (5, 2), (3, 4), (1, 3), (3, 2)]:
         x = rng.integers(0, 5, shape)
         loss, grads = m.loss_and_grads(x)
-        ref_loss, cache = forward(m.params, x)
-        ref = backward(1.0, cache)
-        assert loss == pytest.approx(float(ref_loss), rel=1e-12)
-        for k in ref:
-            np.testing.assert_allclose(grads[k], ref[k], rtol=1e-10, atol=1e-14)
+        ref_loss, cache = reference_forward(m.params, x)
+        ref = reference_backward(1.0, cache)
+        assert_grads_close(loss, ref_loss, rtol=1e-12, what="loss")
+        assert_grads_close(grads, ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_gradients_are_new_arrays_unless_reuse_buffers(tied):
+    m = make(V=5, H=3, tied=tied)
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.integers(0, 5, (4, 3)), rng.integers(0, 5, (4, 3))
+    _, g1 = m.loss_and_grads(x1)
+    kept = host_grads(g1)
+    _, g2 = m.loss_and_grads(x2)
+    for k in g1:                                       # default: safe to keep
+        assert not np.shares_memory(g1[k], g2[k]), k
+        np.testing.assert_array_equal(g1[k], kept[k])
+    m.reuse_buffers = True                             # the training loop's opt-in
+    _, g3 = m.loss_and_grads(x1)
+    assert_grads_close(g3, kept, rtol=1e-14)
+    _, g4 = m.loss_and_grads(x2)
+    assert_grads_close(g4, host_grads(g2), rtol=1e-14)
+    reused = ["W_o"] if tied else ["W_o", "W_x"]
+    for k in reused:                                   # the documented buffers, overwritten
+        assert np.shares_memory(g3[k], g4[k]) and np.shares_memory(g4[k], m._buffers["d" + k]), k
+        np.testing.assert_array_equal(g3[k], g4[k])
+    for k in set(g3) - set(reused):
+        assert not np.shares_memory(g3[k], g4[k]), k
 
 
 # ----------------------------------------------------------------------------- carried state
@@ -262,6 +345,10 @@ def test_clear_errors():
         m.loss_and_grads(np.zeros((2, 2), dtype=int), masks=np.ones((2, 2, 4)))
     with pytest.raises(ValueError, match="h0"):
         forward(m.params, np.zeros((2, 2), dtype=int), h0=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="h0"):
+        reference_forward(m.params, np.zeros((2, 2), dtype=int), h0=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="fed"):
+        reference_forward(m.params, np.zeros((2, 2), dtype=int), fed=np.zeros((3, 2), dtype=int))
     with pytest.raises(ValueError, match="temperature"):
         m.sample(2, 3, temperature=0)
     with pytest.raises(ValueError, match="prompt"):

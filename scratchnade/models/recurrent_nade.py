@@ -1,184 +1,184 @@
-"""Recurrent NADE: the lecture's sigmoid RNN over tokens (no dependence on the order p).
+"""Recurrent NADE: the lecture's sigmoid RNN over d tokens (no dependence on the order p).
 
-    h_0 = W_init                                       initial state           (H,)
-    h_t = sigmoid(c + W_h h_{t-1} + W_x x_t)           hidden state            (H,)
-    f_t = b + W_o h_{t-1}                              logits of w_t           (V,)
+    h_0 = W_init                                  initial state            (H,)
+    h_t = sigmoid(c + W_h h_{t-1} + W_x x_t)      hidden state             (H,)
+    f_t = b + W_o h_{t-1}                         logits of w_t            (d,)
     w_t ~ Cat(softmax(f_t))
+    loss = 1/(T B) sum_{t, j} -log softmax(f_t^j)[w_t^j]     mean NLL per token
 
-x_t is the one-hot vector of token w_t, so W_x x_t is the column W_x[:, w_t]: a gather,
-never a (V,)-sized product.  f_t reads h_{t-1}, which has seen x_1 .. x_{t-1} only, so
-f_1 = b + W_o W_init predicts the first token of every window and the model is
-autoregressive by construction.  Parameters: W_init (H,), W_h (H, H), W_x (H, V), c (H,),
-W_o (V, H), b (V,).  With ``tied=True`` the lecture's W_x = W_o^T: one (V, H) array stored
-under ``W_o`` (there is no ``W_x`` key) and its gradient is the sum of both uses.
+x_t is the one-hot vector of token w_t (|V| = d), so W_x x_t is the column W_x[:, w_t].
+f_t reads h_{t-1}, which has seen x_1 .. x_{t-1} only: f_1 = b + W_o W_init predicts the
+first token, and the model is autoregressive by construction.  Index note: arrays are
+0-based, so x[t - 1] holds x_t while h[t] holds h_t (h[0] = h_0).
 
-Batches are time-major (T, B) windows.  Each window starts from h_0 = W_init as in the
-lecture; with ``carry_state=True`` the class instead starts column j from the last hidden
-state of column j of the previous batch (stream batches, truncated BPTT): the state is a
-constant there, so no gradient flows back into the previous window.
+Parameters:  W_init (H,), W_h (H, H), W_x (H, d), c (H,), W_o (d, H), b (d,).  Tied
+(``tied=True``): W_x = W_o^T, one (d, H) array under ``W_o`` (no ``W_x`` key), whose
+gradient is the sum of its input and output uses.
 
-Speed.  The recurrence forces a loop over t, but only for the small (B, H) states: the input
-drives W_x x_t are one gather for the whole window before the loop, and the output layer
-(which dominates at V = 33,278) is ONE (T*B, H) @ (H, V) matmul, an in-place softmax
-cross-entropy (run over ~1 MB blocks of rows on the host, so its passes stay in cache), and
-in the backward pass one matmul each for dW_o and for dh.  The class reuses the (T*B, V)
-buffer and the W_o / W_x gradient arrays from step to step.
+Batches are time-major (T, B) windows, each from h_0 = W_init as in the lecture.  Options
+that change the maths (both tiers below take them):
 
-Scheduled sampling (Bengio et al., 2015), a remedy for exposure bias.  Trained as above
-(teacher forcing), the recurrence only ever reads real prefixes; sampling feeds it its own
-draws.  With probability 1 - eps_i per (t, j) at training step i the input x_t is replaced
-by a draw from the model's own conditional:
-
-    w^_t ~ softmax(f_t)                       the model's sample for position t
-    in_t = x_t with prob. eps_i, else w^_t    what the recurrence reads
-    h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t)
-    loss = -sum_t log softmax(f_t)[w_t]       the target stays the real token
-
-The draws are constants: no gradient flows through the sampling, so the loss and gradients
-are exactly those of :func:`forward` with ``fed=in`` (BPTT with in_t in place of x_t in the
-W_x gather / scatter-add).  :func:`scheduled_inputs` draws `in` step by step (f_t needs
-h_{t-1}), then the usual one-matmul forward runs on it: one extra output-layer product per
-window.  eps_i follows :func:`teacher_forcing_schedule` (linear, exponential or
-inverse-sigmoid decay); eps = 1 is plain training, bit for bit.
+    h_0 = h0                          carried state (B, H), truncated BPTT   (constant: dW_init = 0)
+    W_x x_t  ->  m_t * W_x x_t        fixed inverted-dropout mask m_t        (B, H)
+    x_t  ->  fed_t  in h_t only       the recurrence reads fed tokens; the targets w_t stay x
+                                      (scheduled sampling: scratchnade.scheduled_sampling)
 """
 from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
-from ..functional import (check_targets, dropout_backward, embedding, embedding_backward,
-                          logsumexp, sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward,
+from ..backend import default_device, get_xp, resolve_dtype, to_device
+from ..functional import (check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
+                          sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward,
                           token_log_prob)
 from ..scheduled_sampling import scheduled_inputs as draw_scheduled_inputs
 from ..scheduled_sampling import teacher_forcing_schedule
 from .sequence import SequenceModel, draw_tokens
 
 
+# ----------------------------------------------------------------------------- reference (the slide)
+
+class RNADEReferenceCache(NamedTuple):
+    x: object         # (T, B) token ids: the targets w_t
+    inputs: object    # (T, B) ids the recurrence read: x, or fed
+    h: dict           # h[t] = h_t (B, H) for t = 0..T
+    logp: dict        # logp[t] = log softmax(f_t) (B, d) for t = 1..T
+    masks: object     # (T, B, H) dropout masks on W_x x_t, or None
+    carried: bool     # h_0 was a carried state (no gradient into W_init)
+    params: dict
+
+
+def reference_forward(params, x, h0=None, masks=None, fed=None):
+    """The slide's loop over t.  Returns (loss, RNADEReferenceCache).
+
+    Inputs: x (T, B) ids; h0 (B, H) carried state or None (h_0 = W_init); masks (T, B, H)
+    dropout masks on W_x x_t or None; fed (T, B) ids the recurrence reads instead of x.
+    Same loss and arguments as :func:`forward` (which adds the speed).
+    """
+    xp = get_xp(params["W_h"], x)
+    _check_input(params, x, h0, masks, fed)
+    W_init, W_h, c, W_o, b = (params[k] for k in ("W_init", "W_h", "c", "W_o", "b"))
+    W_x = W_o.T if is_tied(params) else params["W_x"]              # tied: W_x = W_o^T
+    T, B = x.shape
+    inputs = x if fed is None else fed
+    h, logp = {}, {}
+    h[0] = xp.broadcast_to(W_init, (B, W_h.shape[0])) if h0 is None else h0      # h_0
+    loss = 0.0
+    for t in range(1, T + 1):
+        f = b + h[t - 1] @ W_o.T                                    # f_t = b + W_o h_{t-1}
+        logp[t] = log_softmax(f)                                    # log softmax(f_t)
+        loss = loss - logp[t][xp.arange(B), x[t - 1]].sum()         # -log p(w_t | w_<t)
+        e = W_x[:, inputs[t - 1]].T                                 # e_t = W_x x_t: a column of W_x
+        if masks is not None:
+            e = e * masks[t - 1]                                    # input dropout
+        h[t] = sigmoid(c + h[t - 1] @ W_h.T + e)                    # h_t
+    loss = loss / (T * B)                                           # mean per token
+    return loss, RNADEReferenceCache(x, inputs, h, logp, masks, h0 is not None, params)
+
+
+def reference_backward(dloss, cache):
+    """BPTT as min-char-rnn writes it: the reverse loop over t with dh_next.
+
+    dh_next carries dloss/dh_t into step t; step t backpropagates f_t = b + W_o h_{t-1}
+    and h_t = sigmoid(a_t), a_t = c + W_h h_{t-1} + W_x x_t, both of which read h_{t-1}.
+    h_T feeds nothing in the window, so dh_next starts at 0.  Shapes: df (B, d), da (B, H).
+    Returns {W_init, W_h, W_x (untied only), c, W_o, b}, the keys of :func:`backward`.
+    """
+    x, inputs, h, logp, masks, carried, params = cache
+    xp = get_xp(params["W_h"])
+    W_h, W_o = params["W_h"], params["W_o"]
+    W_x = W_o.T if is_tied(params) else params["W_x"]              # tied: W_x = W_o^T
+    T, B = x.shape
+    dW_h, dc = xp.zeros_like(W_h), xp.zeros_like(params["c"])
+    dW_o, db = xp.zeros_like(W_o), xp.zeros_like(params["b"])
+    dW_x = xp.zeros_like(W_x)
+    dh_next = xp.zeros_like(h[T])                                   # dloss/dh_T = 0
+    for t in range(T, 0, -1):
+        df = xp.exp(logp[t])                                        # softmax(f_t)
+        df[xp.arange(B), x[t - 1]] -= 1.0                           # - onehot(w_t)
+        df = df * (dloss / (T * B))                                 # df_t
+        dW_o += df.T @ h[t - 1]                                     # dW_o += df_t h_{t-1}^T
+        db += df.sum(axis=0)                                        # db += df_t
+        da = dh_next * h[t] * (1.0 - h[t])                          # da_t = dh_t * h_t (1 - h_t)
+        dW_h += da.T @ h[t - 1]                                     # dW_h += da_t h_{t-1}^T
+        de = da if masks is None else da * masks[t - 1]             # de_t, through the dropout
+        for j in range(B):                                          # one example at a time, so that
+            dW_x[:, inputs[t - 1, j]] += de[j]                      # repeated tokens add: dW_x += de_t x_t^T
+        dc += da.sum(axis=0)                                        # dc += da_t
+        dh_next = df @ W_o + da @ W_h                               # dh_{t-1} = W_o^T df_t + W_h^T da_t
+    grads = {"W_init": xp.zeros_like(params["W_init"]) if carried else dh_next.sum(axis=0),  # dh_0
+             "W_h": dW_h, "c": dc, "W_o": dW_o, "b": db}
+    if is_tied(params):
+        grads["W_o"] = dW_o + dW_x.T                                # both uses of W_o
+    else:
+        grads["W_x"] = dW_x
+    return grads
+
+
+# ----------------------------------------------------------------------------- fast (the same maths, faster)
+
 class RNADECache(NamedTuple):
     x: object         # (T, B) token ids: the targets
     inputs: object    # (T, B) ids fed to the recurrence: x itself, or scheduled-sampling draws
     hs: object        # (T+1, B, H) hidden states, hs[t] = h_t; hs[0] = h_0
     masks: object     # (T, B, H) dropout mask of the inputs W_x x_t, or None
-    probs: object     # (T*B, V) softmax(f_t), in the logits buffer
+    probs: object     # (T*B, d) softmax(f_t), in the logits buffer
     ce: object        # SoftmaxCECache of the output layer
     carried: bool     # True when h_0 was a carried state (then no gradient for W_init)
     params: dict
 
 
-# ----------------------------------------------------------------------------- pieces
-
-def is_tied(params):
-    """True when W_x = W_o^T is shared (no separate ``W_x`` array)."""
-    return "W_x" not in params
-
-
-def input_embedding(params):
-    """The rows E[w] = W_x x_w as a (V, H) array: W_x.T, or W_o itself when tied."""
-    return params["W_o"] if is_tied(params) else params["W_x"].T
-
-
-def input_drive(params, x, masks=None):
-    """u_t = c + W_x x_t for every position (dropout on W_x x_t when masks is given).
-
-    Shapes: x (T, B) ids, masks (T, B, H) or None -> u (T, B, H).
-    """
-    u = embedding(input_embedding(params), x)             # W_x x_t: a gather of columns
-    if masks is not None:
-        u *= masks                                        # input dropout
-    u += params["c"]                                      # + c
-    return u
-
-
-def recurrence_step(W_h, h_prev, u_t, out=None):
-    """h_t = sigmoid(W_h h_{t-1} + u_t) with u_t = c + W_x x_t.  Shapes: (B, H), (B, H) -> (B, H)."""
-    xp = get_xp(W_h, h_prev)
-    a = xp.matmul(h_prev, W_h.T, out=out)                 # W_h h_{t-1}
-    a += u_t                                              # + c + W_x x_t
-    return sigmoid(a, out=a)                              # h_t
-
-
-def hidden_states(params, x, h0=None, masks=None):
-    """Run the recurrence over a window.
-
-    Inputs: x (T, B) ids; h0 (B, H) carried state or None for h_0 = W_init; masks (T, B, H).
-    Returns hs (T+1, B, H) with hs[t] = h_t (hs[T] is the state to carry to the next window).
-    """
-    W_h = params["W_h"]
-    xp = get_xp(W_h, x)
-    T, B = x.shape
-    u = input_drive(params, x, masks)                     # (T, B, H) all inputs at once
-    hs = xp.empty((T + 1, B, W_h.shape[0]), dtype=W_h.dtype)
-    hs[0] = params["W_init"] if h0 is None else h0        # h_0
-    for t in range(1, T + 1):
-        recurrence_step(W_h, hs[t - 1], u[t - 1], out=hs[t])   # h_t from h_{t-1} and x_t
-    return hs
-
-
-def output_logits(params, h, out=None):
-    """f = b + W_o h for a stack of states.  Shapes: h (N, H) -> (N, V); `out` reuses a buffer."""
-    xp = get_xp(h)
-    f = xp.matmul(h, params["W_o"].T, out=out)            # W_o h: the one big matmul
-    f += params["b"]                                      # + b
-    return f
-
-
-def _check_input(params, x, h0=None, masks=None, fed=None):
-    """Raise ValueError unless x is a non-empty (T, B) array of ids in [0, V) and h0, masks, fed fit."""
-    V, H = params["W_o"].shape
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"token batches are time-major (T, B) arrays with B >= 1, got shape {tuple(x.shape)}")
-    check_targets(x, V, name="token ids")
-    if fed is not None:
-        if tuple(fed.shape) != tuple(x.shape):
-            raise ValueError(f"fed tokens must have the shape of x {tuple(x.shape)}, got {tuple(fed.shape)}")
-        check_targets(fed, V, name="fed token ids")
-    if h0 is not None and tuple(h0.shape) != (x.shape[1], H):
-        raise ValueError(f"carried state h0 must have shape ({x.shape[1]}, {H}), got {tuple(h0.shape)}")
-    if masks is not None and tuple(masks.shape) != (*x.shape, H):
-        raise ValueError(f"dropout masks must have shape {(*x.shape, H)}, got {tuple(masks.shape)}")
-
-
-# ----------------------------------------------------------------------------- forward / backward
-
 def forward(params, x, h0=None, masks=None, out=None, fed=None):
-    """Mean NLL per token of a window.  Returns (loss, RNADECache).
+    """Mean NLL per token of a window, as :func:`reference_forward`.  Returns (loss, RNADECache).
 
     Inputs: x (T, B) ids; h0 (B, H) carried state or None (h_0 = W_init); masks (T, B, H)
-    inverted-dropout mask on W_x x_t or None; out (T*B, V) optional buffer for the logits
+    inverted-dropout mask on W_x x_t or None; out (T*B, d) optional buffer for the logits
     (overwritten by the probabilities, then by dlogits in :func:`backward`); fed (T, B) ids
     the recurrence reads instead of x (scheduled sampling; None: teacher forcing, fed = x).
 
-        loss = 1/(T B) sum_{t, j} -log softmax(f_t^j)[w_t^j],   f_t = b + W_o h_{t-1}
-        h_t  = sigmoid(c + W_h h_{t-1} + W_x in_t),             in = x, or fed
+    Speed.  The recurrence forces a loop over t, but only for the small (B, H) states
+    (:func:`hidden_states`): the input drives W_x x_t of the whole window are one gather
+    before the loop.  The output layer, which dominates at d = 33,278, leaves the loop:
 
-    All T*B logits come from one (T*B, H) @ (H, V) matmul on h_0 .. h_{T-1}.  The targets
-    are always x; `fed` is a constant input (a fixed draw gives a deterministic loss).
+        F = H_prev W_o^T + b      H_prev (T*B, H) stacks h_0 .. h_{T-1}: ONE (T*B, H) @ (H, d) matmul
+
+    into `out` (the class reuses one (T*B, d) buffer, so no 150 MB page faults per step),
+    then the softmax cross-entropy in place (F becomes softmax(F), no d-sized temporaries),
+    run over ~1 MB blocks of rows on the host so that its passes stay in the cache.  The
+    target logits are a gather, never a one-hot product.
     """
     _check_input(params, x, h0, masks, fed)
     T, B = x.shape
     inputs = x if fed is None else fed
     hs = hidden_states(params, inputs, h0, masks)         # (T+1, B, H)
     H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
-    f = output_logits(params, H_prev, out=out)            # (T*B, V) f_t
+    f = output_logits(params, H_prev, out=out)            # (T*B, d) f_t
     loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True)   # f becomes softmax(f)
     return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
 
 
 def backward(dloss, cache, out=None):
-    """Gradients of every parameter by backpropagation through time over the window.
+    """The gradients of :func:`reference_backward`, computed with whole-window matmuls.
 
     `out`: optional dict of preallocated gradient arrays ("W_o", and "W_x" when untied) to
-    overwrite.  Returns {W_init, W_h, W_x (untied only), c, W_o, b}.
+    overwrite; without it (None, the default) every gradient is a new array.
+    Returns {W_init, W_h, W_x (untied only), c, W_o, b}.
 
-        df_t     = dloss/(T B) (softmax(f_t) - onehot(w_t))          (T*B, V), in place
-        db       = sum df_t;   dW_o = sum df_t h_{t-1}^T;   dh_{t-1} += W_o^T df_t   (3 ops, all t)
+        df_t     = dloss/(T B) (softmax(f_t) - onehot(w_t))          (T*B, d), in place
+        db       = sum df_t;   dW_o = sum df_t h_{t-1}^T;   dh_{t-1} = W_o^T df_t   (3 ops, all t)
         da_t     = dh_t * h_t (1 - h_t)                              for t = T-1 .. 1
         dh_{t-1} += W_h^T da_t
         dW_h     = sum da_t h_{t-1}^T;  dc = sum da_t;  dW_x[:, in_t] += da_t (scatter-add)
         dW_init  = sum_j dh_0^j   (0 when h_0 was carried in)
 
-    in_t = x_t unless scheduled sampling fed a draw.  h_T feeds no f_t of this window, so
-    da_T = 0 and x_T gets no gradient here.
+    Speed.  Only the (B, H) chain dh -> da -> dh runs in the loop over t.  The output layer's
+    three products leave it: dlogits overwrite the probabilities in the logits buffer (no
+    (T*B, d) temporary), then one (d, T*B) @ (T*B, H) matmul for dW_o (into out["W_o"] when
+    given), one (T*B, d) @ (d, H) for every dh_{t-1} at once, and one column sum for db.
+    dW_h and dc are one matmul and one sum over the stacked da_t, and dW_x is one scatter-add
+    of all da_t into the columns in_t (repeated tokens accumulate); tied, the scatter adds
+    into the rows of dW_o.  h_T feeds no f_t of this window, so da_T = 0 and x_T gets no
+    gradient (in_t = x_t unless scheduled sampling fed a draw).
     """
     x, inputs, hs, masks, probs, ce, carried, params = cache
     W_h, W_o = params["W_h"], params["W_o"]
@@ -187,10 +187,10 @@ def backward(dloss, cache, out=None):
     H = W_h.shape[0]
     out = out or {}
     softmax_cross_entropy_backward(dloss, ce, out=probs)
-    df = probs                                            # (T*B, V) dlogits, in place
+    df = probs                                            # (T*B, d) dlogits, in place
     H_prev = hs[:T].reshape(T * B, H)
-    db = df.sum(axis=0)                                   # (V,)
-    dW_o = xp.matmul(df.T, H_prev, out=out.get("W_o"))    # (V, H) output use of W_o
+    db = df.sum(axis=0)                                   # (d,)
+    dW_o = xp.matmul(df.T, H_prev, out=out.get("W_o"))    # (d, H) output use of W_o (new if no out)
     dhs = xp.matmul(df, W_o).reshape(T, B, H)             # dh_{t-1} from f_t, for every t
     das = xp.empty((T - 1, B, H), dtype=W_h.dtype)        # das[t-1] = da_t, t = 1..T-1
     for t in range(T - 1, 0, -1):
@@ -218,13 +218,62 @@ def backward(dloss, cache, out=None):
     return grads
 
 
-def _zero(a):
-    """a reused buffer, zeroed in place."""
-    a.fill(0)
-    return a
+def is_tied(params):
+    """True when W_x = W_o^T is shared (no separate ``W_x`` array)."""
+    return "W_x" not in params
 
 
-# ----------------------------------------------------------------------------- scheduled sampling
+def input_embedding(params):
+    """The rows E[w] = W_x x_w as a (d, H) array: W_x.T, or W_o itself when tied."""
+    return params["W_o"] if is_tied(params) else params["W_x"].T
+
+
+def input_drive(params, x, masks=None):
+    """u_t = c + W_x x_t for every position (dropout on W_x x_t when masks is given).
+
+    Shapes: x (T, B) ids, masks (T, B, H) or None -> u (T, B, H).  One row gather for the
+    whole window (rows of W_x^T, i.e. columns of W_x), no one-hot product.
+    """
+    u = embedding(input_embedding(params), x)             # W_x x_t: a gather of columns
+    if masks is not None:
+        u *= masks                                        # input dropout
+    u += params["c"]                                      # + c
+    return u
+
+
+def recurrence_step(W_h, h_prev, u_t, out=None):
+    """h_t = sigmoid(W_h h_{t-1} + u_t) with u_t = c + W_x x_t.  Shapes: (B, H), (B, H) -> (B, H)."""
+    xp = get_xp(W_h, h_prev)
+    a = xp.matmul(h_prev, W_h.T, out=out)                 # W_h h_{t-1}
+    a += u_t                                              # + c + W_x x_t
+    return sigmoid(a, out=a)                              # h_t
+
+
+def hidden_states(params, x, h0=None, masks=None):
+    """Run the recurrence over a window.
+
+    Inputs: x (T, B) ids; h0 (B, H) carried state or None for h_0 = W_init; masks (T, B, H).
+    Returns hs (T+1, B, H) with hs[t] = h_t (hs[T] is the state to carry to the next window).
+    Each h_t is written in place into its slot of hs: no (B, H) temporaries per step.
+    """
+    W_h = params["W_h"]
+    xp = get_xp(W_h, x)
+    T, B = x.shape
+    u = input_drive(params, x, masks)                     # (T, B, H) all inputs at once
+    hs = xp.empty((T + 1, B, W_h.shape[0]), dtype=W_h.dtype)
+    hs[0] = params["W_init"] if h0 is None else h0        # h_0
+    for t in range(1, T + 1):
+        recurrence_step(W_h, hs[t - 1], u[t - 1], out=hs[t])   # h_t from h_{t-1} and x_t
+    return hs
+
+
+def output_logits(params, h, out=None):
+    """f = b + W_o h for a stack of states.  Shapes: h (N, H) -> (N, d); `out` reuses a buffer."""
+    xp = get_xp(h)
+    f = xp.matmul(h, params["W_o"].T, out=out)            # W_o h: the one big matmul
+    f += params["b"]                                      # + b
+    return f
+
 
 def scheduled_inputs(params, x, keep, u, h0=None, masks=None):
     """The tokens the recurrence reads under scheduled sampling (see
@@ -233,7 +282,7 @@ def scheduled_inputs(params, x, keep, u, h0=None, masks=None):
         f_t = b + W_o h_{t-1};    h_t = sigmoid(c + W_h h_{t-1} + W_x in_t)
 
     Inputs: x (T, B) ids; keep (T, B) bool; u (T, B) uniforms; h0, masks as in
-    :func:`forward`.  Returns in (T, B) ids.
+    :func:`forward`.  Returns in (T, B) ids, to pass to :func:`forward` as `fed`.
     """
     W_h = params["W_h"]
     xp = get_xp(W_h, x)
@@ -250,9 +299,9 @@ def scheduled_inputs(params, x, keep, u, h0=None, masks=None):
 # ----------------------------------------------------------------------------- the class
 
 class RecurrentNADE(SequenceModel):
-    """The lecture's recurrent NADE (a sigmoid RNN language model) over V tokens.
+    """The lecture's recurrent NADE (a sigmoid RNN language model) over d = vocab_size tokens.
 
-    Parameters: W_init (H,), W_h (H, H), W_x (H, V) [absent when tied], c (H,), W_o (V, H), b (V,).
+    Parameters: W_init (H,), W_h (H, H), W_x (H, d) [absent when tied], c (H,), W_o (d, H), b (d,).
     Batches: (T, B) token ids, time-major; any T (the model has no order p).
 
     Options
@@ -270,12 +319,14 @@ class RecurrentNADE(SequenceModel):
     scheduled_sampling : None (teacher forcing), or "linear", "exponential" or
         "inverse-sigmoid": while training, step i = ``train_step`` feeds the real token with
         probability eps_i = teacher_forcing_schedule(kind, i, ss_k, ss_c, ss_min), else the
-        model's own draw (see the module docstring).  ``train_step`` counts training calls of
-        ``loss_and_grads``; a trainer that resumes a run sets it to the steps already taken.
+        model's own draw (see :mod:`scratchnade.scheduled_sampling`).  ``train_step`` counts
+        training calls of ``loss_and_grads``; a trainer that resumes a run sets it to the steps
+        already taken.
 
-    ``loss_and_grads`` reuses its (T*B, V) logits buffer and the W_o / W_x gradient arrays from
-    call to call (a 150 MB + 2 x 34 MB saving of page faults per step at WikiText-2 size): the
-    returned gradients are overwritten by the next call, copy them to keep them.
+    ``loss_and_grads`` reuses its (T*B, d) logits buffer from call to call (150 MB of page
+    faults saved per step at WikiText-2 size) and returns new gradient arrays, safe to keep.
+    With ``model.reuse_buffers = True`` (the training loop) the W_o / W_x gradients (2 x 34 MB)
+    live in buffers too, which the NEXT call overwrites.
     """
     context = None
 
@@ -288,29 +339,28 @@ class RecurrentNADE(SequenceModel):
             teacher_forcing_schedule(scheduled_sampling, 0, ss_k, ss_c, ss_min)   # checks the options
         dt = resolve_dtype(dtype)
         rng = np.random.default_rng(seed)
-        V = vocab_size
+        d = vocab_size
         params = {
             "W_init": np.zeros(H),                                  # h_0
             "W_h": rng.normal(0.0, init_scale, size=(H, H)),        # hidden -> hidden
-            "W_x": rng.normal(0.0, init_scale, size=(H, V)),        # input -> hidden
+            "W_x": rng.normal(0.0, init_scale, size=(H, d)),        # input -> hidden
             "c": np.zeros(H),                                       # hidden bias
-            "W_o": rng.normal(0.0, init_scale, size=(V, H)),        # hidden -> output
-            "b": np.zeros(V),                                       # output bias
+            "W_o": rng.normal(0.0, init_scale, size=(d, H)),        # hidden -> output
+            "b": np.zeros(d),                                       # output bias
         }
         if tied:
             del params["W_x"]                                       # W_x = W_o^T
         device = device or default_device()
         self.params = {k: to_device(v.astype(dt), device) for k, v in params.items()}
-        self.vocab_size, self.H = V, H
+        self.vocab_size, self.H = d, H
         self.tied, self.carry_state, self.dropout = tied, carry_state, dropout
-        self.config = {"vocab_size": V, "H": H, "tied": tied, "carry_state": carry_state,
+        self.config = {"vocab_size": d, "H": H, "tied": tied, "carry_state": carry_state,
                        "dropout": dropout, "init_scale": init_scale, "seed": seed, "dtype": dt.name}
         self.scheduled_sampling, self.ss_k, self.ss_c, self.ss_min = scheduled_sampling, ss_k, ss_c, ss_min
         if scheduled_sampling is not None:                 # only then: plain configs stay as they were
             self.config.update(scheduled_sampling=scheduled_sampling, ss_k=ss_k, ss_c=ss_c, ss_min=ss_min)
         self.train_step = 0                                # step i of the scheduled-sampling schedule
         self._rng = np.random.default_rng(None if seed is None else [seed, 1])  # dropout / sampling stream
-        self._buffers = {}
         self._state = None
 
     # --- state and buffers ----------------------------------------------------
@@ -355,7 +405,7 @@ class RecurrentNADE(SequenceModel):
         """
         x = self.check_tokens(x)
         T, B = x.shape
-        V = self.vocab_size
+        d = self.vocab_size
         masks = self._dropout_mask((*x.shape, self.H)) if masks is None else to_device(masks, self.device)
         eps = self.teacher_forcing() if teacher_forcing is None else float(teacher_forcing)
         if not 0.0 <= eps <= 1.0:
@@ -368,11 +418,8 @@ class RecurrentNADE(SequenceModel):
             u = self._rng.random((T, B))                         # uniforms of the model's draws
             fed = scheduled_inputs(self.params, x, to_device(keep, self.device), to_device(u, self.device),
                                    h0, masks)
-        buffers = {"W_o": self._buffer("dW_o", (V, self.H))}
-        if not self.tied:
-            buffers["W_x"] = self._buffer("dW_x", (self.H, V))
-        loss, cache = forward(self.params, x, h0, masks, out=self._buffer("logits", (T * B, V)), fed=fed)
-        grads = backward(1.0, cache, out=buffers)
+        loss, cache = forward(self.params, x, h0, masks, out=self._buffer("logits", (T * B, d)), fed=fed)
+        grads = backward(1.0, cache, out=self._grad_buffers(["W_o", "W_x"]))   # None: new arrays
         if self.carry_state:
             self._state = cache.hs[T].copy()                 # h_T, a constant for the next window
         if self.training:
@@ -380,7 +427,7 @@ class RecurrentNADE(SequenceModel):
         return float(loss), grads
 
     def logits(self, x, out=None):
-        """f_t for every position of x (T, B), starting from h_0 = W_init: shape (T, B, V)
+        """f_t for every position of x (T, B), starting from h_0 = W_init: shape (T, B, d)
         (a new array unless `out`)."""
         x = self.check_tokens(x)
         _check_input(self.params, x)
@@ -400,11 +447,11 @@ class RecurrentNADE(SequenceModel):
         T, B = x.shape
         hs = hidden_states(self.params, x, None if h0 is None else to_device(h0, self.device))
         f = output_logits(self.params, hs[:T].reshape(T * B, self.H),
-                          self._buffer("f_eval", (T * B, self.vocab_size)))      # (T*B, V), reused
+                          self._buffer("f_eval", (T * B, self.vocab_size)))      # (T*B, d), reused
         return token_log_prob(f, x.reshape(T * B)).reshape(T, B), hs[T]
 
     def next_token_logits(self, history):
-        """f for the token after `history` (T, B): b + W_o h_T, shape (B, V).  O(T) per call."""
+        """f for the token after `history` (T, B): b + W_o h_T, shape (B, d).  O(T) per call."""
         history = self.check_tokens(history)
         hs = hidden_states(self.params, history)              # pure: from W_init every call
         return output_logits(self.params, hs[-1])
@@ -431,8 +478,32 @@ class RecurrentNADE(SequenceModel):
         for w in to_device(hist, self.device):                  # feed the prompt
             h = recurrence_step(W_h, h, input_drive(self.params, w[None])[0])
         for _ in range(length - hist.shape[0]):
-            f = output_logits(self.params, h)                   # (n, V) f_t = b + W_o h_{t-1}
+            f = output_logits(self.params, h)                   # (n, d) f_t = b + W_o h_{t-1}
             w = draw_tokens(f, rng, temperature, top_k)
             out.append(w)
             h = recurrence_step(W_h, h, input_drive(self.params, to_device(w, self.device))[0])
         return np.concatenate(out)[:length]
+
+
+# ----------------------------------------------------------------------------- checks and helpers
+
+def _check_input(params, x, h0=None, masks=None, fed=None):
+    """Raise ValueError unless x is a non-empty (T, B) array of ids in [0, d) and h0, masks, fed fit."""
+    d, H = params["W_o"].shape
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"token batches are time-major (T, B) arrays with B >= 1, got shape {tuple(x.shape)}")
+    check_targets(x, d, name="token ids")
+    if fed is not None:
+        if tuple(fed.shape) != tuple(x.shape):
+            raise ValueError(f"fed tokens must have the shape of x {tuple(x.shape)}, got {tuple(fed.shape)}")
+        check_targets(fed, d, name="fed token ids")
+    if h0 is not None and tuple(h0.shape) != (x.shape[1], H):
+        raise ValueError(f"carried state h0 must have shape ({x.shape[1]}, {H}), got {tuple(h0.shape)}")
+    if masks is not None and tuple(masks.shape) != (*x.shape, H):
+        raise ValueError(f"dropout masks must have shape {(*x.shape, H)}, got {tuple(masks.shape)}")
+
+
+def _zero(a):
+    """a reused buffer, zeroed in place."""
+    a.fill(0)
+    return a
