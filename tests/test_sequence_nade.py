@@ -7,15 +7,16 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scratchnade.backend import asnumpy, device_of, to_device
-from scratchnade.gradcheck import check_model, numerical_grad, rel_error
+from scratchnade.backend import asnumpy, device_of, to_device, tree_to_device
+from scratchnade.gradcheck import (assert_grads_close, check_grads, check_model, numerical_grad,
+                                   rel_error)
 from scratchnade.models import sequence_nade as S
 from scratchnade.models.sequence_nade import SequenceNADE
 
 
-def random_model(V=5, p=4, H=3, tied=False, seed=0, scale=1.0, dtype=np.float64, **kw):
+def random_model(d=5, p=4, H=3, tied=False, seed=0, scale=1.0, dtype=np.float64, **kw):
     """A float64 model with every parameter ~ N(0, scale^2) (biases too, so none are trivial)."""
-    m = SequenceNADE(V, p=p, H=H, tied=tied, seed=seed, dtype=dtype, **kw)
+    m = SequenceNADE(d, p=p, H=H, tied=tied, seed=seed, dtype=dtype, **kw)
     rng = np.random.default_rng(seed + 100)
     m.load_state_dict({k: scale * rng.standard_normal(v.shape) for k, v in m.params.items()})
     return m
@@ -24,16 +25,16 @@ def random_model(V=5, p=4, H=3, tied=False, seed=0, scale=1.0, dtype=np.float64,
 def naive_logits(params, x):
     """The lecture's equations with one-hot x_s and the lecture's shapes, loop by loop.
 
-    V_s = V[s].T is (H, V) and W_s = W[s] is (V, H); tied: V_s = W_s^T.
+    V_s = V[s].T is (H, d) and W_s = W[s] is (d, H); tied: V_s = W_s^T.
         h_t = sigmoid(c_t + sum_{s<t} V_s x_s),   f_t = b_t + sum_{s<=t} W_s h_s
     """
     W, c, b = params["W"], params["c"], params["b"]
-    p, V, H = W.shape
-    Vs = [W[s].T if "V" not in params else params["V"][s].T for s in range(p)]   # (H, V) each
+    p, d, H = W.shape
+    Vs = [W[s].T if "V" not in params else params["V"][s].T for s in range(p)]   # (H, d) each
     T, B = x.shape
-    f = np.zeros((T, B, V))
+    f = np.zeros((T, B, d))
     for j in range(B):
-        onehot = np.eye(V)[x[:, j]]                                   # (T, V)
+        onehot = np.eye(d)[x[:, j]]                                   # (T, d)
         h = [1.0 / (1.0 + np.exp(-(c[t] + sum((Vs[s] @ onehot[s] for s in range(t)), np.zeros(H)))))
              for t in range(T)]
         for t in range(T):
@@ -41,9 +42,9 @@ def naive_logits(params, x):
     return f
 
 
-def all_sequences(V, T):
-    """Every sequence of T ids in [0, V), as columns: (T, V^T)."""
-    return np.array(list(itertools.product(range(V), repeat=T)), dtype=np.int64).T
+def all_sequences(d, T):
+    """Every sequence of T ids in [0, d), as columns: (T, d^T)."""
+    return np.array(list(itertools.product(range(d), repeat=T)), dtype=np.int64).T
 
 
 # ----------------------------------------------------------------------------- equations
@@ -51,7 +52,7 @@ def all_sequences(V, T):
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("T", [1, 3, 4])
 def test_logits_match_the_lectures_equations(tied, T):
-    m = random_model(V=5, p=4, H=3, tied=tied)
+    m = random_model(d=5, p=4, H=3, tied=tied)
     x = np.random.default_rng(1).integers(0, 5, size=(T, 3))
     f = m.logits(x)
     assert f.shape == (T, 3, 5)
@@ -76,19 +77,19 @@ def test_log_prob_and_loss():
 @st.composite
 def problems(draw):
     """(params, x, mask) for a small float64 NADE, tied or not, with or without a fixed mask."""
-    V = draw(st.integers(2, 7), label="V")
+    d = draw(st.integers(2, 7), label="d")
     p = draw(st.integers(1, 5), label="p")
     H = draw(st.integers(1, 5), label="H")
     B = draw(st.integers(1, 3), label="B")
     T = draw(st.integers(1, p), label="T")
     tied = draw(st.booleans(), label="tied")
     value = st.floats(-2.0, 2.0, allow_nan=False)
-    params = {"W": draw(arrays(np.float64, (p, V, H), elements=value), label="W")}
+    params = {"W": draw(arrays(np.float64, (p, d, H), elements=value), label="W")}
     if not tied:
-        params["V"] = draw(arrays(np.float64, (p, V, H), elements=value), label="V")
+        params["V"] = draw(arrays(np.float64, (p, d, H), elements=value), label="V")
     params["c"] = draw(arrays(np.float64, (p, H), elements=value), label="c")
-    params["b"] = draw(arrays(np.float64, (p, V), elements=value), label="b")
-    x = draw(arrays(np.int64, (T, B), elements=st.integers(0, V - 1)), label="x")
+    params["b"] = draw(arrays(np.float64, (p, d), elements=value), label="b")
+    x = draw(arrays(np.int64, (T, B), elements=st.integers(0, d - 1)), label="x")
     mask = None
     if draw(st.booleans(), label="dropout"):
         mask = draw(arrays(np.float64, (T, B, H), elements=st.sampled_from([0.0, 2.0])), label="mask")
@@ -108,14 +109,13 @@ def test_gradients_match_finite_differences(problem):
 
     for name, p in params.items():
         num, ana = numerical_grad(loss_fn, p), asnumpy(grads[name])     # centred differences
-        err = rel_error(num, ana)
         # when every entry is tiny (~1e-6) the round-off of `num` (~1e-11) reads as a relative error
-        assert err < 1e-6 or np.max(np.abs(num - ana)) < 1e-9, (name, err)
+        assert_grads_close(ana, num, rtol=1e-6, atol=1e-9, what=name)
 
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_check_model_whole_model(tied):
-    m = random_model(V=6, p=3, H=4, tied=tied)
+    m = random_model(d=6, p=3, H=4, tied=tied)
     x = np.random.default_rng(3).integers(0, 6, size=(3, 2))
     errors = check_model(m, x)
     assert max(errors.values()) < 1e-6, errors
@@ -123,7 +123,7 @@ def test_check_model_whole_model(tied):
 
 def test_unused_parameters_get_zero_gradients():
     """V_p conditions nothing inside a window; positions >= T are unused by a short window."""
-    m = random_model(V=5, p=4, H=3)
+    m = random_model(d=5, p=4, H=3)
     _, g = m.loss_and_grads(np.random.default_rng(4).integers(0, 5, size=(2, 3)))
     assert np.all(g["V"][1:] == 0) and np.any(g["V"][0] != 0)   # T = 2: only V_1 x_1 is used
     for k in ("W", "c", "b"):
@@ -132,7 +132,7 @@ def test_unused_parameters_get_zero_gradients():
 
 def test_repeated_ids_accumulate_in_dV():
     """Token 1 at s = 1 in all three columns: dV[0, 1] must add the three contributions."""
-    m = random_model(V=4, p=3, H=2)
+    m = random_model(d=4, p=3, H=2)
     x = np.array([[1, 1, 1], [2, 0, 2], [3, 3, 0]])
     dV = m.loss_and_grads(x)[1]["V"].copy()
     per_column = [m.loss_and_grads(x[:, j:j + 1])[1]["V"].copy() for j in range(3)]
@@ -141,10 +141,89 @@ def test_repeated_ids_accumulate_in_dV():
     assert max(check_model(m, x).values()) < 1e-6
 
 
+# ----------------------------------------------------------------------------- two tiers: reference = fast
+
+def on(device, *arrays):
+    """Each array (or dict of arrays, or None) moved to `device`."""
+    move = lambda a: None if a is None else (tree_to_device(a, device) if isinstance(a, dict)
+                                             else to_device(a, device))
+    return [move(a) for a in arrays]
+
+
+@pytest.mark.parametrize("device", ["cpu", "fake"])
+@settings(max_examples=25, deadline=None)
+@given(problem=problems(), dloss=st.floats(0.1, 2.0, allow_nan=False))
+def test_fast_pair_equals_the_reference(device, problem, dloss):
+    """forward/backward give reference_forward/backward's loss and every gradient (float64),
+    tied or not, with or without a fixed dropout mask."""
+    params, x, mask = on(device, *problem)
+    ref_loss, ref_cache = S.reference_forward(params, x, mask)
+    ref = S.reference_backward(dloss, ref_cache)
+    loss, cache = S.forward(params, x, mask)
+    grads = S.backward(dloss, cache)
+    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+    # atol: a gradient that is exactly 0 in exact arithmetic (e.g. equal rows of W make dc
+    # vanish) is ~1e-17 of round-off in one tier and 0 in the other: no relative error exists
+    assert_grads_close(grads, ref, rtol=1e-10, atol=1e-14)
+    assert all(device_of(g) == device for g in list(ref.values()) + list(grads.values()))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_reference_matches_finite_differences(tied):
+    m = random_model(d=4, p=3, H=3, tied=tied)
+    x = np.array([[1, 1, 0], [2, 1, 3], [0, 3, 3]])               # repeated ids in a position
+    mask = np.random.default_rng(13).choice([0.0, 2.0], size=(3, 3, 3))
+    loss, cache = S.reference_forward(m.params, x, mask)
+    assert isinstance(cache, tuple) and hasattr(cache, "_fields")     # a NamedTuple
+    grads = S.reference_backward(1.0, cache)
+    assert set(grads) == set(m.params)
+    errors = check_grads(lambda: S.reference_forward(m.params, x, mask)[0], m.params, grads)
+    assert max(errors.values()) < 1e-7, errors
+    assert float(loss) == pytest.approx(float(S.forward(m.params, x, mask)[0]), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- safe gradients
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_gradients_are_new_arrays_unless_reuse_buffers(tied):
+    m = random_model(d=5, p=3, H=4, tied=tied)
+    rng = np.random.default_rng(14)
+    x1, x2 = rng.integers(0, 5, (3, 4)), rng.integers(0, 5, (3, 4))
+    _, g1 = m.loss_and_grads(x1)
+    kept = {k: v.copy() for k, v in g1.items()}
+    _, g2 = m.loss_and_grads(x2)
+    for k in g1:                                     # default: the second call leaves g1 alone
+        assert not np.shares_memory(g1[k], g2[k]), k
+        np.testing.assert_array_equal(g1[k], kept[k])
+    m.reuse_buffers = True                           # opt in: dW, dV live in the model's buffers
+    _, r1 = m.loss_and_grads(x1)
+    _, r2 = m.loss_and_grads(x2)
+    for k in ("W", "V"):
+        if k in m.params:
+            assert np.shares_memory(r1[k], m._buffers["d" + k]) and np.shares_memory(r1[k], r2[k])
+            np.testing.assert_array_equal(r1[k], g2[k])      # overwritten by the second call
+    assert not np.shares_memory(r1["c"], r2["c"])
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_backward_without_out_allocates(tied):
+    m = random_model(d=5, p=3, H=4, tied=tied)
+    x = np.random.default_rng(15).integers(0, 5, (3, 4))
+    grads = [S.backward(1.0, S.forward(m.params, x)[1]) for _ in range(2)]
+    for k, g in grads[0].items():
+        assert not np.shares_memory(g, grads[1][k]) and not np.shares_memory(g, m.params[k])
+        np.testing.assert_array_equal(g, grads[1][k])
+    out = {k: np.full(m.params[k].shape, np.nan) for k in ("W", "V") if k in m.params}
+    given_out = S.backward(1.0, S.forward(m.params, x)[1], out=out)
+    for k in out:
+        assert given_out[k] is out[k]
+        np.testing.assert_array_equal(out[k], grads[0][k])
+
+
 # ----------------------------------------------------------------------------- weight sharing
 
 def test_tied_model_holds_one_array_used_twice():
-    m = random_model(V=5, p=3, H=4, tied=True)
+    m = random_model(d=5, p=3, H=4, tied=True)
     assert set(m.params) == {"W", "c", "b"}
     x = np.array([[2, 3], [0, 4], [1, 1]])
     h0 = S.hidden_states(m.params, x)
@@ -159,7 +238,7 @@ def test_tied_model_holds_one_array_used_twice():
 
 @pytest.mark.parametrize("mask", [False, True])
 def test_tied_gradient_is_the_sum_of_both_uses(mask):
-    m = random_model(V=5, p=3, H=4, tied=True)
+    m = random_model(d=5, p=3, H=4, tied=True)
     x = np.random.default_rng(5).integers(0, 5, size=(3, 4))
     M = np.random.default_rng(6).choice([0.0, 2.0], size=(3, 4, 4)) if mask else None
     untied = dict(m.params, V=m.params["W"].copy())          # V_s = W_s^T, as two arrays
@@ -179,7 +258,7 @@ def test_tied_gradient_is_the_sum_of_both_uses(mask):
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("T", [3, 2])
 def test_normalisation(tied, T):
-    m = random_model(V=3, p=3, H=2, tied=tied, scale=1.5)
+    m = random_model(d=3, p=3, H=2, tied=tied, scale=1.5)
     x = all_sequences(3, T)                                  # (T, 27) or (T, 9)
     total = np.exp(m.log_prob(x).sum(axis=0)).sum()
     assert abs(total - 1.0) < 1e-10
@@ -187,7 +266,7 @@ def test_normalisation(tied, T):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_autoregressive_property(tied):
-    m = random_model(V=6, p=5, H=4, tied=tied)
+    m = random_model(d=6, p=5, H=4, tied=tied)
     rng = np.random.default_rng(7)
     x = rng.integers(0, 6, size=(5, 3))
     f = m.logits(x)
@@ -202,7 +281,7 @@ def test_autoregressive_property(tied):
 
 
 def test_sampling_frequencies_match_probabilities():
-    m = random_model(V=3, p=2, H=3, scale=1.5)
+    m = random_model(d=3, p=2, H=3, scale=1.5)
     n = 20000
     samples = m.sample(n, 2, seed=0)
     assert samples.shape == (2, n)
@@ -213,7 +292,7 @@ def test_sampling_frequencies_match_probabilities():
 
 
 def test_sampling_longer_than_p_and_deterministic():
-    m = random_model(V=4, p=2, H=2)
+    m = random_model(d=4, p=2, H=2)
     a, b = m.sample(5, 7, seed=3), m.sample(5, 7, seed=3)
     assert a.shape == (7, 5) and a.min() >= 0 and a.max() < 4
     np.testing.assert_array_equal(a, b)
@@ -225,7 +304,7 @@ def test_sampling_longer_than_p_and_deterministic():
 # ----------------------------------------------------------------------------- dropout
 
 def test_dropout_mask_is_applied_to_input_columns():
-    m = random_model(V=5, p=3, H=4)
+    m = random_model(d=5, p=3, H=4)
     x = np.random.default_rng(8).integers(0, 5, size=(3, 2))
     ones = np.ones((3, 2, 4))
     np.testing.assert_array_equal(S.hidden_states(m.params, x, ones), S.hidden_states(m.params, x))
@@ -234,7 +313,7 @@ def test_dropout_mask_is_applied_to_input_columns():
 
 
 def test_dropout_only_in_training_mode():
-    m = random_model(V=5, p=3, H=4, dropout=0.5)
+    m = random_model(d=5, p=3, H=4, dropout=0.5)
     x = np.random.default_rng(9).integers(0, 5, size=(3, 8))
     l1, _ = m.loss_and_grads(x)
     l2, _ = m.loss_and_grads(x)
@@ -251,7 +330,7 @@ def test_dropout_only_in_training_mode():
 # ----------------------------------------------------------------------------- errors
 
 def test_clear_errors():
-    m = random_model(V=5, p=3, H=2)
+    m = random_model(d=5, p=3, H=2)
     for bad, match in [(np.array([[0, 5]]), "out of range"), (np.array([[-1, 0]]), "out of range"),
                        (np.zeros((2, 2)), "integer"), (np.zeros(3, dtype=int), "time-major"),
                        (np.zeros((4, 2), dtype=int), "longer than")]:
@@ -272,7 +351,8 @@ def test_clear_errors():
 # ----------------------------------------------------------------------------- buffers, init, dtype
 
 def test_reused_buffers_give_fresh_correct_gradients():
-    m = random_model(V=6, p=4, H=3)
+    m = random_model(d=6, p=4, H=3)
+    m.reuse_buffers = True                              # the training loop's opt-in
     rng = np.random.default_rng(10)
     first = m.loss_and_grads(rng.integers(0, 6, size=(4, 3)))[1]
     first["V"] *= 3.0                                   # an optimizer may scale grads in place
@@ -288,6 +368,7 @@ def test_reused_buffers_give_fresh_correct_gradients():
             np.testing.assert_allclose(g[k], want[k], rtol=1e-13, atol=1e-16)
     assert g["W"] is not want["W"]
     assert np.shares_memory(g["V"], first["V"])         # documented: the big grads are reused
+    assert np.shares_memory(g["W"], m._buffers["dW"])
 
 
 def test_initialisation():
@@ -306,7 +387,7 @@ def test_initialisation():
 
 
 def test_float32_agrees_with_float64():
-    m64 = random_model(V=7, p=4, H=5, scale=0.5)
+    m64 = random_model(d=7, p=4, H=5, scale=0.5)
     m32 = SequenceNADE(7, p=4, H=5, dtype=np.float32)
     m32.load_state_dict(m64.state_dict())
     x = np.random.default_rng(11).integers(0, 7, size=(4, 3))
@@ -322,8 +403,8 @@ def test_float32_agrees_with_float64():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_runs_on_the_strict_fake_device(fake_device, tied):
-    cpu = random_model(V=5, p=3, H=4, tied=tied)
-    dev = random_model(V=5, p=3, H=4, tied=tied, dropout=0.3).to(fake_device)
+    cpu = random_model(d=5, p=3, H=4, tied=tied)
+    dev = random_model(d=5, p=3, H=4, tied=tied, dropout=0.3).to(fake_device)
     x = np.random.default_rng(12).integers(0, 5, size=(3, 4))
     xd = to_device(x, fake_device)
     with dev.eval_mode():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scratchnade.backend import asnumpy, device_of, to_device
+from scratchnade.backend import asnumpy, device_of, to_device, tree_to_device
 from scratchnade.functional import dropout_mask
-from scratchnade.gradcheck import check_grads, check_model, numerical_grad, rel_error
+from scratchnade.gradcheck import assert_grads_close, check_grads, check_model, numerical_grad
 from scratchnade.models import softmax_fvsbn as S
 from scratchnade.models.softmax_fvsbn import SoftmaxFVSBN
 from scratchnade.optim import Adam
@@ -17,34 +17,34 @@ from scratchnade.optim import Adam
 ENCODINGS = S.ENCODINGS
 
 
-def random_model(V, p, encoding, K=3, scale=1.0, seed=0, dtype=np.float64, **kw):
+def random_model(d, p, encoding, K=3, scale=1.0, seed=0, dtype=np.float64, **kw):
     """A model with every parameter (b included) ~ N(0, scale^2), so nothing is trivially 0."""
-    m = SoftmaxFVSBN(V, p=p, encoding=encoding, embed_dim=K if encoding == "embedding" else None,
+    m = SoftmaxFVSBN(d, p=p, encoding=encoding, embed_dim=K if encoding == "embedding" else None,
                      dtype=dtype, seed=seed, **kw)
     rng = np.random.default_rng(seed + 100)
     m.load_state_dict({k: scale * rng.standard_normal(v.shape) for k, v in m.params.items()})
     return m
 
 
-def all_windows(V, T):
-    """Every sequence of T ids in [0, V), as columns: (T, V^T)."""
-    return np.array(list(itertools.product(range(V), repeat=T)), dtype=np.int64).T.reshape(T, -1)
+def all_windows(d, T):
+    """Every sequence of T ids in [0, d), as columns: (T, d^T)."""
+    return np.array(list(itertools.product(range(d), repeat=T)), dtype=np.int64).T.reshape(T, -1)
 
 
 def one_hot_loop_logits(params, w, mask=None):
     """The lecture's definition, literally: x_s = onehot(w_s) (built here), f_t = b_t + sum_{s<t} P_s x_s.
 
-    Shapes: params {b (p, V), P (p, V, V)}, w (T, B), mask (T, B) or None -> (T, B, V).
+    Shapes: params {b (p, d), P (p, d, d)}, w (T, B), mask (T, B) or None -> (T, B, d).
     """
     b, P = params["b"], params["P"]
     T, B = w.shape
-    V = b.shape[1]
-    f = np.zeros((T, B, V))
+    d = b.shape[1]
+    f = np.zeros((T, B, d))
     for j in range(B):
         for t in range(T):
             f_t = b[t].copy()
             for s in range(t):
-                x_s = np.zeros(V)
+                x_s = np.zeros(d)
                 x_s[w[s, j]] = 1.0 if mask is None else mask[s, j]   # one-hot (dropped out)
                 f_t += P[s] @ x_s                                    # P_s x_s
             f[t, j] = f_t
@@ -55,18 +55,18 @@ def one_hot_loop_logits(params, w, mask=None):
 def problems(draw):
     """(encoding, params, w, mask): float64 params in [-2, 2], small sizes, mask or None."""
     encoding = draw(st.sampled_from(ENCODINGS), label="encoding")
-    V = draw(st.integers(1, 7), label="V")
+    d = draw(st.integers(1, 7), label="d")
     p = draw(st.integers(1, 5), label="p")
     T = draw(st.integers(1, p), label="T")
     B = draw(st.integers(1, 3), label="B")
     K = draw(st.integers(1, 5), label="K")
     value = st.floats(-2.0, 2.0, allow_nan=False)
-    params = {"b": draw(arrays(np.float64, (p, V), elements=value), label="b"),
-              "P": draw(arrays(np.float64, (p, V, V if encoding == "onehot" else K), elements=value),
+    params = {"b": draw(arrays(np.float64, (p, d), elements=value), label="b"),
+              "P": draw(arrays(np.float64, (p, d, d if encoding == "onehot" else K), elements=value),
                         label="P")}
     if encoding == "embedding":
-        params["E"] = draw(arrays(np.float64, (V, K), elements=value), label="E")
-    w = draw(arrays(np.int64, (T, B), elements=st.integers(0, V - 1)), label="w")
+        params["E"] = draw(arrays(np.float64, (d, K), elements=value), label="E")
+    w = draw(arrays(np.int64, (T, B), elements=st.integers(0, d - 1)), label="w")
     mask = None
     if draw(st.booleans(), label="dropout"):
         q = draw(st.sampled_from([0.3, 0.5]), label="q")
@@ -90,12 +90,9 @@ def test_gradients_match_finite_differences(problem):
 
     for name, x in params.items():
         num = numerical_grad(loss_fn, x)                   # centred differences, float64
-        ana = np.array(grads[name])
-        assert ana.shape == x.shape
-        err = rel_error(num, ana)
         # where the whole gradient is round-off sized (e.g. E ~ 1e-5 makes dP ~ 1e-6) the
         # numerical side's error (~1e-11) dominates: accept a tiny absolute gap there
-        assert err < 1e-6 or np.abs(num - ana).max() < 1e-9, (encoding, name, err)
+        assert_grads_close(grads[name], num, rtol=1e-6, atol=1e-9, what=f"{encoding} {name}")
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -120,6 +117,85 @@ def test_unused_weights_get_exactly_zero_gradient():
     assert np.all(g["b"][2:] == 0)
 
 
+# ----------------------------------------------------------------------------- two tiers: reference = fast
+
+def on(device, *arrays):
+    """Each array (or dict of arrays, or None) moved to `device`."""
+    move = lambda a: None if a is None else (tree_to_device(a, device) if isinstance(a, dict)
+                                             else to_device(a, device))
+    return [move(a) for a in arrays]
+
+
+@pytest.mark.parametrize("device", ["cpu", "fake"])
+@settings(max_examples=25, deadline=None)
+@given(problem=problems(), dloss=st.floats(0.1, 2.0, allow_nan=False))
+def test_fast_pair_equals_the_reference(device, problem, dloss):
+    """forward/backward give reference_forward/backward's loss and every gradient (float64)."""
+    _, params, w, mask = problem
+    params, w, mask = on(device, params, w, mask)
+    ref_loss, ref_cache = S.reference_forward(params, w, mask)
+    ref = S.reference_backward(dloss, ref_cache)
+    loss, cache = S.forward(params, w, mask)
+    grads = S.backward(dloss, cache)
+    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+    # atol: a gradient that is exactly 0 in exact arithmetic (e.g. equal rows of W make dc
+    # vanish) is ~1e-17 of round-off in one tier and 0 in the other: no relative error exists
+    assert_grads_close(grads, ref, rtol=1e-10, atol=1e-14)
+    assert all(device_of(g) == device for g in list(ref.values()) + list(grads.values()))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_reference_matches_finite_differences(encoding):
+    m = random_model(4, 4, encoding)
+    w = np.array([[0, 0, 0], [2, 2, 0], [2, 2, 2], [1, 3, 1]])   # repeated ids in a position
+    mask = dropout_mask(S.mask_shape(m.params, w), 0.5, np.random.default_rng(8), m.params["P"])
+    loss, cache = S.reference_forward(m.params, w, mask)
+    assert isinstance(cache, tuple) and hasattr(cache, "_fields")     # a NamedTuple
+    grads = S.reference_backward(1.0, cache)
+    assert set(grads) == set(m.params)
+    errors = check_grads(lambda: S.reference_forward(m.params, w, mask)[0], m.params, grads)
+    assert max(errors.values()) < 1e-7, errors
+    assert float(loss) == pytest.approx(m.loss_and_grads(w, mask=mask)[0], rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- safe gradients
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_gradients_are_new_arrays_unless_reuse_buffers(encoding):
+    m = random_model(5, 3, encoding)
+    rng = np.random.default_rng(9)
+    w1, w2 = rng.integers(0, 5, (3, 4)), rng.integers(0, 5, (3, 4))
+    _, g1 = m.loss_and_grads(w1)
+    kept = {k: v.copy() for k, v in g1.items()}
+    _, g2 = m.loss_and_grads(w2)
+    for k in g1:                                     # default: the second call leaves g1 alone
+        assert not np.shares_memory(g1[k], g2[k]), k
+        np.testing.assert_array_equal(g1[k], kept[k])
+    m.reuse_buffers = True                           # opt in: dP, dE live in the model's buffers
+    _, r1 = m.loss_and_grads(w1)
+    _, r2 = m.loss_and_grads(w2)
+    for k in ("P", "E"):
+        if k in m.params:
+            assert np.shares_memory(r1[k], m._buffers["d" + k]) and np.shares_memory(r1[k], r2[k])
+            np.testing.assert_array_equal(r1[k], g2[k])      # overwritten by the second call
+    assert not np.shares_memory(r1["b"], r2["b"])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_backward_without_out_allocates(encoding):
+    m = random_model(5, 3, encoding)
+    w = np.random.default_rng(10).integers(0, 5, (3, 4))
+    grads = [S.backward(1.0, S.forward(m.params, w)[1]) for _ in range(2)]
+    for k, g in grads[0].items():
+        assert not np.shares_memory(g, grads[1][k]) and not np.shares_memory(g, m.params[k])
+        np.testing.assert_array_equal(g, grads[1][k])
+    out = {k: np.full(m.params[k].shape, np.nan) for k in ("P", "E") if k in m.params}
+    given_out = S.backward(1.0, S.forward(m.params, w)[1], out=out)
+    for k in out:
+        assert given_out[k] is out[k]
+        np.testing.assert_array_equal(out[k], grads[0][k])
+
+
 # ----------------------------------------------------------------------------- the lecture's definition
 
 @settings(max_examples=25, deadline=None)
@@ -132,15 +208,15 @@ def test_onehot_equals_loop_with_explicit_one_hot_vectors(problem):
 
 @pytest.mark.parametrize("dropout", [False, True])
 def test_embedding_with_identity_E_is_the_onehot_model(dropout):
-    V, p = 5, 4
-    hot = random_model(V, p, "onehot")
-    emb = SoftmaxFVSBN(V, p=p, encoding="embedding", embed_dim=V, dtype=np.float64)
-    emb.load_state_dict({"b": hot.params["b"], "P": hot.params["P"], "E": np.eye(V)})
-    w = np.random.default_rng(2).integers(0, V, (p, 6))
+    d, p = 5, 4
+    hot = random_model(d, p, "onehot")
+    emb = SoftmaxFVSBN(d, p=p, encoding="embedding", embed_dim=d, dtype=np.float64)
+    emb.load_state_dict({"b": hot.params["b"], "P": hot.params["P"], "E": np.eye(d)})
+    w = np.random.default_rng(2).integers(0, d, (p, 6))
     mask_hot = mask_emb = None
     if dropout:                                     # a dropped token = a dropped one-hot vector
         mask_hot = dropout_mask((p, 6), 0.5, np.random.default_rng(3), hot.params["P"])
-        mask_emb = np.repeat(mask_hot[:, :, None], V, axis=2)
+        mask_emb = np.repeat(mask_hot[:, :, None], d, axis=2)
     np.testing.assert_allclose(S.logits(emb.params, w, mask_emb), S.logits(hot.params, w, mask_hot),
                                rtol=1e-12, atol=1e-12)
     loss_h, g_h = hot.loss_and_grads(w, mask=mask_hot)
@@ -177,24 +253,24 @@ def test_autoregressive_property(problem, data):
     """f_1 .. f_t do not move when w_t .. w_T (0-based w[t:]) are redrawn, for every t."""
     encoding, params, w, mask = problem
     T, B = w.shape
-    V = params["b"].shape[1]
+    d = params["b"].shape[1]
     f = S.logits(params, w, mask)
     for t in range(T):
         w2 = w.copy()
-        w2[t:] = data.draw(arrays(np.int64, (T - t, B), elements=st.integers(0, V - 1)), label="tail")
+        w2[t:] = data.draw(arrays(np.int64, (T - t, B), elements=st.integers(0, d - 1)), label="tail")
         np.testing.assert_array_equal(S.logits(params, w2, mask)[:t + 1], f[:t + 1])
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_logits_change_with_the_previous_token(encoding):
     """f_t depends on w_{t-1} (the slide's s < t, not s < t - 1): catches an index slip."""
-    V, p = 4, 5
-    m = random_model(V, p, encoding)
-    w = np.random.default_rng(4).integers(0, V, (p, 1))
+    d, p = 4, 5
+    m = random_model(d, p, encoding)
+    w = np.random.default_rng(4).integers(0, d, (p, 1))
     f = asnumpy(m.logits(w))
     for t in range(1, p):
         w2 = w.copy()
-        w2[t - 1] = (w[t - 1] + 1) % V
+        w2[t - 1] = (w[t - 1] + 1) % d
         f2 = asnumpy(m.logits(w2))
         assert np.abs(f2[t] - f[t]).max() > 1e-6, t
         np.testing.assert_array_equal(f2[:t], f[:t])
@@ -202,12 +278,12 @@ def test_logits_change_with_the_previous_token(encoding):
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_sampling_frequencies_match_probabilities(encoding):
-    V, p, n = 3, 2, 30000
-    m = random_model(V, p, encoding, scale=1.0)
-    exact = np.exp(m.log_prob(all_windows(V, p)).sum(axis=0))          # (9,) in product order
+    d, p, n = 3, 2, 30000
+    m = random_model(d, p, encoding, scale=1.0)
+    exact = np.exp(m.log_prob(all_windows(d, p)).sum(axis=0))          # (9,) in product order
     s = m.sample(n, p, seed=5)
-    assert s.shape == (p, n) and s.min() >= 0 and s.max() < V
-    freq = np.bincount(s[0] * V + s[1], minlength=V * V) / n
+    assert s.shape == (p, n) and s.min() >= 0 and s.max() < d
+    freq = np.bincount(s[0] * d + s[1], minlength=d * d) / n
     assert 0.5 * np.abs(freq - exact).sum() < 0.02
 
 
@@ -278,7 +354,7 @@ def test_errors():
     with pytest.raises(ValueError, match="1 <= T"):
         S.forward(m.params, np.zeros((0, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="encoding='embedding'"):
-        SoftmaxFVSBN(33278, p=8)                                 # p V^2 ~ 8.9e9 entries
+        SoftmaxFVSBN(33278, p=8)                                 # p d^2 ~ 8.9e9 entries
     with pytest.raises(ValueError, match="encoding"):
         SoftmaxFVSBN(5, encoding="word2vec")
     with pytest.raises(ValueError, match="embed_dim"):
@@ -311,14 +387,14 @@ def test_runs_on_strict_fake_device(fake_device, encoding):
 
 def test_adam_fits_data_from_a_teacher():
     """A student trained on the teacher's samples reaches (close to) the teacher's entropy."""
-    V, p = 3, 3
-    teacher = random_model(V, p, "onehot", scale=1.5, seed=11)
-    windows = all_windows(V, p)
+    d, p = 3, 3
+    teacher = random_model(d, p, "onehot", scale=1.5, seed=11)
+    windows = all_windows(d, p)
     prob = np.exp(teacher.log_prob(windows).sum(axis=0))
     entropy = -(prob * np.log(prob)).sum() / p                  # nats per token
     data = teacher.sample(4000, p, seed=12)
     for encoding in ENCODINGS:
-        student = SoftmaxFVSBN(V, p=p, encoding=encoding, embed_dim=4 if encoding == "embedding" else None,
+        student = SoftmaxFVSBN(d, p=p, encoding=encoding, embed_dim=4 if encoding == "embedding" else None,
                                dtype=np.float64, seed=0)
         opt = Adam(lr=0.05)
         for step in range(300):

@@ -1,10 +1,10 @@
 """What the token-sequence models share: input checks, per-token log-probabilities, sampling.
 
 A batch is a time-major ``(p, B)`` integer array of token ids, one window of p tokens per
-column.  Every model predicts all p tokens of a window (the first from its bias or initial
-state), so
+column, ids in [0, d) for a vocabulary of d tokens (the lecture's |V| = d).  Every model
+predicts all p tokens of a window (the first from its bias or initial state), so
 
-    logits(x)         -> (p, B, V)   f_t, which may depend on x_<t only
+    logits(x)         -> (p, B, d)   f_t, which may depend on x_<t only
     log_prob(x)       -> (p, B)      log p(x_t | x_<t) in nats
     loss_and_grads(x) -> mean NLL per token (nats) and the gradient of every parameter
 
@@ -13,7 +13,7 @@ from here.  ``context`` is how many tokens a model can see (its order p; None fo
 """
 import numpy as np
 
-from ..backend import asnumpy, device_of, get_xp, to_device
+from ..backend import asnumpy, get_xp, to_device
 from ..functional import categorical_draw, check_targets, dropout_mask, token_log_prob
 from .base import Model
 
@@ -24,7 +24,7 @@ class SequenceModel(Model):
     context = None            # order p of a windowed model; None when unbounded (RNN)
 
     def check_tokens(self, x):
-        """x on the model's device, checked: a (T, B) integer array of ids in [0, V)."""
+        """x on the model's device, checked: a (T, B) integer array of ids in [0, d)."""
         x = to_device(x, self.device)
         if x.ndim != 2:
             raise ValueError(f"token batches are time-major (T, B) arrays, got shape {tuple(x.shape)}")
@@ -34,7 +34,7 @@ class SequenceModel(Model):
         return x
 
     def logits(self, x, out=None):
-        """Output pre-activations f_t for every position, shape (T, B, V) (into `out` if given)."""
+        """Output pre-activations f_t for every position, shape (T, B, d) (into `out` if given)."""
         raise NotImplementedError
 
     def log_prob(self, x):
@@ -42,8 +42,8 @@ class SequenceModel(Model):
         x = self.check_tokens(x)
         with self.eval_mode():                      # logits into a reused buffer: no page faults
             f = self.logits(x, out=self._buffer("f_eval", (*x.shape, self.vocab_size)))
-        T, B, V = f.shape
-        return token_log_prob(f.reshape(T * B, V), x.reshape(T * B)).reshape(T, B)
+        T, B, d = f.shape
+        return token_log_prob(f.reshape(T * B, d), x.reshape(T * B)).reshape(T, B)
 
     def loss(self, x):
         """Mean NLL per token (nats), no gradients."""
@@ -52,7 +52,7 @@ class SequenceModel(Model):
     def init_bias(self, ids, smoothing=1.0):
         """Set the output bias b to the log unigram frequencies of `ids` (every position).
 
-        ids: 1-D array of training token ids.  b_v = log((n_v + smoothing) / (N + V smoothing)),
+        ids: 1-D array of training token ids.  b_v = log((n_v + smoothing) / (N + d smoothing)),
         so at the start f_t = b + (small) already predicts the unigram distribution and the
         weights need not learn word frequencies.  With Adam they would otherwise learn them
         through the direction of mean(h) in the rows of W (an H-fold faster path than b),
@@ -65,7 +65,7 @@ class SequenceModel(Model):
         counts = np.bincount(ids, minlength=self.vocab_size) + float(smoothing)
         if not counts.min() > 0:                                          # log 0 = -inf: a dead token
             raise ValueError(f"token {int(counts.argmin())} never occurs in ids; use smoothing > 0")
-        logp = np.log(counts / counts.sum())                              # (V,)
+        logp = np.log(counts / counts.sum())                              # (d,)
         b = self.params["b"]
         b[...] = to_device(np.broadcast_to(logp, b.shape).astype(b.dtype), self.device)
         return self
@@ -84,7 +84,7 @@ class SequenceModel(Model):
         return dropout_mask(shape, self.dropout, self._rng, next(iter(self.params.values())))
 
     def next_token_logits(self, history):
-        """f for the token after `history` (T, B), shape (B, V).
+        """f for the token after `history` (T, B), shape (B, d).
 
         Default: re-run the window of the last (p - 1) tokens plus a placeholder and read its
         last position, which by the autoregressive property ignores the placeholder.
@@ -128,7 +128,7 @@ class SequenceModel(Model):
 def draw_tokens(f, rng, temperature=1.0, top_k=None):
     """One ancestral draw per row, w ~ softmax(f / temperature) over the top_k logits.
 
-    Inputs: f (n, V) logits on any device; rng a NumPy Generator (host uniforms, so a seed
+    Inputs: f (n, d) logits on any device; rng a NumPy Generator (host uniforms, so a seed
     gives the same draws on every device).  Returns host ids (1, n): one new time step.
     """
     xp = get_xp(f)
@@ -139,28 +139,48 @@ def draw_tokens(f, rng, temperature=1.0, top_k=None):
     u = rng.random(f.shape[0])
     return categorical_draw(asnumpy(f), u)[None]          # inverse-cdf draw on the host
 
+
 def cumsum_(a):
-    """a[t] <- sum_{s<=t} a[s] along axis 0, in place (no (T, ...) temporary)."""
+    """a[t] <- sum_{s<=t} a[s] along axis 0, in place.  Returns a.
+
+    Trick: the sums over s <= t of the slide for every t at once, as a running sum
+    a_t = a_{t-1} + a_t written over the input (one (B, ...) add per position, no (T, ...)
+    temporary as numpy.cumsum would allocate; T is small, each slab is big).
+    """
     for t in range(1, a.shape[0]):
         a[t] += a[t - 1]
     return a
 
 
 def reverse_cumsum_(a):
-    """a[s] <- sum_{t>=s} a[t] along axis 0, in place."""
+    """a[s] <- sum_{t>=s} a[t] along axis 0, in place.  Returns a.
+
+    Trick: the backward of :func:`cumsum_` (the gradient of a sum over s <= t collects every
+    t >= s), as a running sum from the end written over the input, no temporary.
+    """
     for s in range(a.shape[0] - 2, -1, -1):
         a[s] += a[s + 1]
     return a
 
 
-def flat_rows(x, V):
-    """Row index s*V + x_s of each token in a (p*V, H) view of a (p, V, H) array.  (T, B) -> (T*B,)."""
+def flat_rows(x, d):
+    """Row index s*d + x_s of each token in a (p*d, H) view of a (p, d, H) array.  (T, B) -> (T*B,).
+
+    Trick: the position-indexed gradient rows dV[s, x_s] of all positions become rows of ONE
+    2-D array, so a single scatter-add (repeated ids accumulate) fills them, instead of one
+    scatter per position.
+    """
     xp = get_xp(x)
-    return (xp.arange(x.shape[0])[:, None] * V + x).reshape(-1)
+    return (xp.arange(x.shape[0])[:, None] * d + x).reshape(-1)
 
 
 def grad_buffer(out, name, like):
-    """out[name] when given (checked), else a new array like `like`."""
+    """out[name] when given (checked), else a new array like `like`.
+
+    Trick: lets a backward pass write a big gradient into a caller's buffer that is reused
+    across steps (no page faults of a fresh (p, d, H) array per step; the model passes
+    them only when ``reuse_buffers`` is on); with out=None every call allocates.
+    """
     xp = get_xp(like)
     buf = None if out is None else out.get(name)
     if buf is None:
@@ -173,8 +193,13 @@ def grad_buffer(out, name, like):
 def output_logits(W, b, h, out=None):
     """The order-p output layer: f_t = b_t + sum_{s<=t} W_s h_s for t = 1..T.
 
-    Inputs: W (p, V, H), b (p, V), h (T, B, H) with T <= p; out: optional (T, B, V) buffer.
-    Returns f (T, B, V).  All W_s h_s come from one batched matmul, then an in-place running sum.
+    Inputs: W (p, d, H), b (p, d), h (T, B, H) with T <= p; out: optional (T, B, d) buffer.
+    Returns f (T, B, d).
+
+    Trick: the slide's sum over s <= t would compute W_s h_s once for every t (T^2 / 2
+    products); here each G_s = W_s h_s is computed once, all T of them in one batched
+    matmul (T, B, H) @ (T, H, d) written straight into f (a reused buffer if `out`), and
+    the sums over s <= t are an in-place running sum (:func:`cumsum_`).
     """
     xp = get_xp(W, h)
     T, B, _ = h.shape
@@ -187,10 +212,10 @@ def output_logits(W, b, h, out=None):
 
 
 def check_window(params, x, model="model"):
-    """Raise ValueError unless x is a (T, B) integer array of ids in [0, V) with 1 <= T <= p,
-    for a model whose output bias b is (p, V).  The pure forward functions call it."""
-    p, V = params["b"].shape
+    """Raise ValueError unless x is a (T, B) integer array of ids in [0, d) with 1 <= T <= p,
+    for a model whose output bias b is (p, d).  The pure forward functions call it."""
+    p, d = params["b"].shape
     if x.ndim != 2 or not 1 <= x.shape[0] <= p:
         raise ValueError(f"{model} expects token windows of shape (T, B) with 1 <= T <= p = {p}, "
                          f"got shape {tuple(x.shape)}")
-    check_targets(x, V, name="token ids")
+    check_targets(x, d, name="token ids")
