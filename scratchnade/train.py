@@ -64,6 +64,15 @@ class History:
     stopped_early: bool = False
     stop_reason: str = None                             # "patience", "callback" or "diverged"
 
+    def end_epoch(self, epoch, losses, valid, seconds, lr):
+        """Append one epoch's row: mean of its step `losses`, its validation loss (or None), its
+        wall time and the optimizer's lr at its last step (or None)."""
+        self.epoch.append(epoch)
+        self.train_loss.append(sum(losses) / len(losses))
+        self.valid_loss.append(valid)
+        self.seconds.append(seconds)
+        self.lr.append(None if lr is None else float(lr))
+
     def to_dict(self):
         """A plain dict of lists and numbers (for json.dump and checkpoints)."""
         return asdict(self)
@@ -144,12 +153,7 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
     A NaN or infinite training loss raises :class:`TrainingDiverged` naming the epoch and step;
     its update is never applied and the best parameters are restored first (as on any exit).
     """
-    if not callable(train_batches) and iter(train_batches) is train_batches:
-        raise TypeError("train_batches is a one-shot iterator; pass a list or a callable epoch -> batches")
-    if patience is not None and valid_batches is None:
-        raise ValueError("early stopping (patience) needs valid_batches")
-    if lr_schedule is not None and not hasattr(optimizer, "lr"):
-        raise ValueError("lr_schedule needs an optimizer with an `lr` attribute")
+    _check_fit_arguments(train_batches, valid_batches, optimizer, patience, lr_schedule)
     history, best, step, bad_evals = History(), None, 0, 0
     base_lr = getattr(optimizer, "lr", None)
     weigh = getattr(model, "batch_weight", batch_weight)
@@ -182,10 +186,7 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
                     loss, grads = model.loss_and_grads(batch)
                     loss = float(asnumpy(loss))
                     if not math.isfinite(loss):
-                        history.stopped_early, history.stop_reason = True, "diverged"
-                        raise TrainingDiverged(f"training loss is {loss} at epoch {epoch}, step {step + 1} "
-                                               f"(step {len(losses) + 1} of the epoch); try a smaller "
-                                               f"learning rate", epoch, step + 1, history)
+                        raise _diverged(history, loss, epoch, step + 1, len(losses) + 1)
                     optimizer.step(model.params, grads)
                     step += 1
                     losses.append(loss)
@@ -203,12 +204,8 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
                 raise ValueError(f"train_batches gave no batches in epoch {epoch}")
             if valid_batches is not None and stop is None and history.eval_step[-1:] != [step]:
                 stop = "patience" if validate(epoch) else None
-            history.epoch.append(epoch)
-            history.train_loss.append(sum(losses) / len(losses))
-            history.valid_loss.append(history.eval_loss[-1] if valid_batches is not None else None)
-            history.seconds.append(time.perf_counter() - start)
-            lr = getattr(optimizer, "lr", None)
-            history.lr.append(None if lr is None else float(lr))
+            history.end_epoch(epoch, losses, history.eval_loss[-1] if valid_batches is not None else None,
+                              time.perf_counter() - start, getattr(optimizer, "lr", None))
             if on_epoch_end is not None and on_epoch_end(epoch, history) and stop is None:
                 stop = "callback"
             if stop is not None:
@@ -220,3 +217,20 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
         if restore_best and best is not None:
             _copy_params(best, into=model.params)
     return history
+
+
+def _check_fit_arguments(train_batches, valid_batches, optimizer, patience, lr_schedule):
+    """Raise TypeError / ValueError for arguments :func:`fit` cannot use."""
+    if not callable(train_batches) and iter(train_batches) is train_batches:
+        raise TypeError("train_batches is a one-shot iterator; pass a list or a callable epoch -> batches")
+    if patience is not None and valid_batches is None:
+        raise ValueError("early stopping (patience) needs valid_batches")
+    if lr_schedule is not None and not hasattr(optimizer, "lr"):
+        raise ValueError("lr_schedule needs an optimizer with an `lr` attribute")
+
+
+def _diverged(history, loss, epoch, step, step_in_epoch):
+    """Mark `history` as diverged and return the TrainingDiverged to raise at global `step`."""
+    history.stopped_early, history.stop_reason = True, "diverged"
+    return TrainingDiverged(f"training loss is {loss} at epoch {epoch}, step {step} (step {step_in_epoch} "
+                            f"of the epoch); try a smaller learning rate", epoch, step, history)
