@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from scratchnade import functional as F
-from scratchnade.gradcheck import numerical_grad, rel_error
+from scratchnade.gradcheck import assert_grads_close, numerical_grad
 
 H = 1e-4          # finite-difference step (see module docstring)
 TOL = 1e-7        # relative error accepted for a correct backward
@@ -40,10 +40,7 @@ def assert_backward(f, x, analytic):
     Example: a constant upstream gradient into log_softmax, whose true gradient is exactly 0.
     """
     numerical = numerical_grad(f, x, h=H)
-    err = rel_error(numerical, analytic)
-    gap = float(np.abs(numerical - analytic).max(initial=0.0))
-    assert err < TOL or gap < 1e-9 * max(1.0, abs(float(f()))), \
-        f"relative error {err:.2e}, largest gap {gap:.2e}\nnumerical {numerical}\nanalytic {analytic}"
+    assert_grads_close(analytic, numerical, rtol=TOL, atol=1e-9 * max(1.0, abs(float(f()))))
 
 
 # ----------------------------------------------------------------------------- pointwise

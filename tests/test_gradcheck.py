@@ -6,7 +6,7 @@ from hypothesis.extra import numpy as hnp
 
 from scratchnade import functional as F
 from scratchnade.backend import asnumpy, device_of, get_xp, to_device
-from scratchnade.gradcheck import (check_directional, check_grads, check_model, format_table,
+from scratchnade.gradcheck import (assert_grads_close, check_directional, check_grads, check_model, format_table,
                                    numerical_grad, rel_error)
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
@@ -68,6 +68,27 @@ def test_rel_error_on_fake_device(fake_device):
 
 
 # ----------------------------------------------------------------------------- numerical_grad
+
+def test_assert_grads_close_passes_close_and_names_what_differs(fake_device):
+    g = np.array([1.0, -2.0, 3.0])
+    assert_grads_close(g + 1e-12, g)                                     # rel. error ~2e-13
+    assert_grads_close({"W": to_device(g, fake_device)}, {"W": g})       # any device, dicts
+    with pytest.raises(AssertionError, match=r"gradient 'b': relative error 2\.00e-01"):
+        assert_grads_close({"W": g, "b": g}, {"W": g, "b": 1.5 * g})
+    with pytest.raises(AssertionError, match="different keys"):
+        assert_grads_close({"W": g}, {"W": g, "b": g})
+    with pytest.raises(AssertionError, match="shape"):
+        assert_grads_close(g, g[:2])
+    with pytest.raises(AssertionError, match="nan"):
+        assert_grads_close(np.array([np.nan]), np.array([0.0]), atol=1.0)   # nan never passes
+
+
+def test_assert_grads_close_atol_side_is_for_all_tiny_gradients():
+    true_zero, round_off = np.zeros(3), np.array([1e-17, 0.0, -2e-17])  # rel. error 1: only round-off
+    with pytest.raises(AssertionError):
+        assert_grads_close(round_off, true_zero)
+    assert_grads_close(round_off, true_zero, atol=1e-14)
+
 
 @settings(max_examples=20, deadline=None)
 @given(data=st.data())
