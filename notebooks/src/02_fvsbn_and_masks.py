@@ -13,7 +13,8 @@
 #
 # **Masks.** With $\mathbf{m} \in \{0,1\}^{D\times D}$, $\mathbf{m}_{t,s} = \mathbf{1}_{s<t}$, all $D$ logits are one
 # matrix product, $a = b + (W \odot \mathbf{m})\,x$: the loop over $t$ disappears, and the masked entries of $W$
-# can never leak the future into the past.
+# can never leak the future into the past. `scratchnade/models/fvsbn.py` holds both: `reference_forward` is the loop
+# over $t$ (read it first), `forward` the masked product; the tests prove them equal.
 #
 # The loss is the negative log-likelihood $-\log p(\mathbf{x}) = \sum_t \text{softplus}(a_t) - x_t a_t$,
 # averaged over the batch.

@@ -14,6 +14,10 @@
 #
 # all $D$ conditionals cost $O(DH)$, not $O(D^2H)$. This **running sum** is the whole trick, and the backward
 # pass runs it in reverse: $\partial L/\partial W_{:,t} = x_t \sum_{t'>t} \partial L/\partial \mathbf{a}_{t'}$.
+#
+# In the package, `reference_forward` / `reference_backward` in `scratchnade/models/nade.py` are this running sum as a
+# loop over $t$, one line per equation: read them first. `forward` / `backward` add one trick, explained in their
+# docstrings (binary $x$: $\mathbf{a}_t$ only moves where $x_{t-1} = 1$), and the tests prove the two tiers equal.
 
 # %%
 %matplotlib inline

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 6. Language models: NADE of order p, weight sharing, deep NADE, the recurrent NADE
 #
-# For tokens $w_t$ in a vocabulary of size $d$ (code: `V`) with one-hot encodings $\mathbf{x}_t$, the lecture's
+# For tokens $w_t$ in a vocabulary of size $d$ (code: `d`; a capital `V` is always a parameter) with one-hot encodings $\mathbf{x}_t$, the lecture's
 # **NADE of order p** is
 #
 # $$\mathbf{h}_t = \text{sigmoid}\Big(\mathbf{c}_t + \sum_{s<t} \mathbf{V}_s \mathbf{x}_s\Big), \qquad
@@ -16,6 +16,11 @@
 #   f_t = \mathbf{b} + \mathbf{W}_o \mathbf{h}_{t-1},$$
 #
 # and has no dependence on $p$ at all.
+#
+# Each model has its own file in `scratchnade/models/`. Read its `reference_forward` / `reference_backward` first:
+# these equations as a loop over $t$, one line per equation, and BPTT as the reverse loop. The `forward` / `backward`
+# below them compute the same numbers with the speed tricks (running sums, one big output matmul, an in-place
+# softmax), each explained where it is done; the tests prove the two tiers equal.
 
 # %%
 %matplotlib inline
@@ -66,13 +71,13 @@ for col, m in zip(x.T, mask.T):
 # For characters ($d = 65$) and $k = 256$ hidden units:
 
 # %%
-V_chars, H = 65, 256
+d_chars, H = 65, 256
 count = lambda m: sum(int(a.size) for a in m.params.values())
 rows = []
 for p in (4, 16, 64, 256):
-    rows.append((p, count(SoftmaxFVSBN(V_chars, p=p)), count(SequenceNADE(V_chars, p=p, H=H)),
-                 count(SequenceNADE(V_chars, p=p, H=H, tied=True)), count(DeepNADE(V_chars, p=p, H=H, layers=2)),
-                 count(RecurrentNADE(V_chars, H=H))))
+    rows.append((p, count(SoftmaxFVSBN(d_chars, p=p)), count(SequenceNADE(d_chars, p=p, H=H)),
+                 count(SequenceNADE(d_chars, p=p, H=H, tied=True)), count(DeepNADE(d_chars, p=p, H=H, layers=2)),
+                 count(RecurrentNADE(d_chars, H=H))))
 print(f"{'p':>5} {'softmax FVSBN':>14} {'NADE':>11} {'NADE tied':>11} {'deep NADE':>11} {'RNN':>9}")
 for r in rows:
     print(f"{r[0]:>5} " + " ".join(f"{n:>{w},}" for n, w in zip(r[1:], (14, 11, 11, 11, 9))))
@@ -82,7 +87,7 @@ for r in rows:
 #
 # Write `rnn_forward(params, x)` for a window `x` of shape `(T, B)` (ids), starting every column from
 # $\mathbf{h}_0 = \mathbf{W}_\text{init}$. Return the mean NLL **per token** and a cache `(x, hs, probs)` with `hs` of shape
-# `(T+1, B, H)` (`hs[t]` $= \mathbf{h}_t$) and `probs` $= \text{softmax}(f_t)$ of shape `(T, B, V)`. $\mathbf{W}_x \mathbf{x}_t$ is the column
+# `(T+1, B, H)` (`hs[t]` $= \mathbf{h}_t$) and `probs` $= \text{softmax}(f_t)$ of shape `(T, B, d)`. $\mathbf{W}_x \mathbf{x}_t$ is the column
 # `W_x[:, x_t]`: index, do not build one-hot vectors. Note that $f_t$ reads $\mathbf{h}_{t-1}$.
 
 # %%
@@ -91,7 +96,7 @@ def sigmoid(u):
 
 
 def rnn_forward(params, x):
-    """Mean NLL per token of windows x (T, B).  Returns (loss, (x, hs (T+1, B, H), probs (T, B, V)))."""
+    """Mean NLL per token of windows x (T, B).  Returns (loss, (x, hs (T+1, B, H), probs (T, B, d)))."""
     W_init, W_h, W_x, c, W_o, b = (params[k] for k in ("W_init", "W_h", "W_x", "c", "W_o", "b"))
     T, B = x.shape
     hs = np.empty((T + 1, B, W_h.shape[0]))
@@ -99,7 +104,7 @@ def rnn_forward(params, x):
     hs[0] = W_init                                         # h_0
     for t in range(1, T + 1):
         hs[t] = sigmoid(c + hs[t - 1] @ W_h.T + W_x[:, x[t - 1]].T)   # h_t from h_{t-1} and x_t
-    f = hs[:T] @ W_o.T + b                                 # f_t = b + W_o h_{t-1}     (T, B, V)
+    f = hs[:T] @ W_o.T + b                                 # f_t = b + W_o h_{t-1}     (T, B, d)
     f -= f.max(axis=-1, keepdims=True)                     # stable softmax
     probs = np.exp(f)
     probs /= probs.sum(axis=-1, keepdims=True)
@@ -194,25 +199,25 @@ print("BPTT matches recurrent_nade.backward and finite differences")
 # %%
 try:
     corpus = load_shakespeare_char()
-    train_ids, valid_ids, V, source = corpus.train, corpus.valid, corpus.vocab_size, "tiny-shakespeare (chars)"
+    train_ids, valid_ids, d, source = corpus.train, corpus.valid, corpus.vocab_size, "tiny-shakespeare (chars)"
 except MissingDataError:
     chain = markov_source(V=16, n_tokens=120_000, seed=0)
-    train_ids, valid_ids, V = chain.ids[:100_000], chain.ids[100_000:], 16
+    train_ids, valid_ids, d = chain.ids[:100_000], chain.ids[100_000:], 16
     source = f"Markov chain, entropy rate {chain.entropy:.3f} nats = perplexity {np.exp(chain.entropy):.2f}"
 p, Hk, epochs, n_train, n_valid = (16, 64, 2, 300_000, 5_000) if FAST else (32, 128, 3, None, 20_000)
 train_ids, valid_ids = train_ids[:n_train], valid_ids[:n_valid]
-print(f"{source}: V = {V}, {train_ids.size:,} training tokens, {valid_ids.size:,} validation tokens, p = {p}")
+print(f"{source}: d = {d}, {train_ids.size:,} training tokens, {valid_ids.size:,} validation tokens, p = {p}")
 
 models = {
-    "softmax FVSBN": SoftmaxFVSBN(V, p=p, seed=0),
-    "NADE": SequenceNADE(V, p=p, H=Hk, seed=0, init_scale=0.1),
-    "NADE, tied V_s = W_s^T": SequenceNADE(V, p=p, H=Hk, tied=True, seed=0, init_scale=0.1),
-    "deep NADE, 2 layers": DeepNADE(V, p=p, H=Hk, layers=2, seed=0),
-    "recurrent NADE": RecurrentNADE(V, H=Hk, seed=0),
+    "softmax FVSBN": SoftmaxFVSBN(d, p=p, seed=0),
+    "NADE": SequenceNADE(d, p=p, H=Hk, seed=0, init_scale=0.1),
+    "NADE, tied V_s = W_s^T": SequenceNADE(d, p=p, H=Hk, tied=True, seed=0, init_scale=0.1),
+    "deep NADE, 2 layers": DeepNADE(d, p=p, H=Hk, layers=2, seed=0),
+    "recurrent NADE": RecurrentNADE(d, H=Hk, seed=0),
 }
 valid_batches = list(window_batches(valid_ids, p, 256, shuffle=False))
 table = []
-trigram = NGramModel(order=3).fit(train_ids, V, valid=valid_ids)
+trigram = NGramModel(order=3).fit(train_ids, d, valid=valid_ids)
 tri = {m: perplexity(trigram, valid_ids, p=p, mode=m)["ppl"] for m in ("chunked", "sliding")}
 table.append(("trigram (counts)", 0, tri["chunked"], tri["sliding"], 0.0))
 for name, model in models.items():
