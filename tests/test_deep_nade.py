@@ -20,6 +20,7 @@ from scratchnade.functional import dropout_mask
 from scratchnade.gradcheck import assert_grads_close, check_grads, check_model, numerical_grad, rel_error
 from scratchnade.models import deep_nade as D
 from scratchnade.models.deep_nade import DeepNADE
+from tiers import assert_tiers_agree
 
 LAYERS = [1, 2, 3]
 
@@ -130,20 +131,6 @@ def tier_problems(draw, max_d=9, max_p=6, max_H=6, max_B=4):
     return params, x, mask
 
 
-def assert_tiers_agree(params, x, mask):
-    """Fast loss and every fast gradient equal the reference's to 1e-10, same keys, same device."""
-    ref_loss, ref_cache = D.reference_forward(params, x, mask)
-    ref_grads = D.reference_backward(1.0, ref_cache)
-    loss, cache = D.forward(params, x, mask)
-    grads = D.backward(1.0, cache)
-    assert list(grads) == list(ref_grads) == list(params)
-    assert type(ref_cache)._fields[0] == "X"                 # a NamedTuple, not an anonymous tuple
-    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
-    assert_grads_close(grads, ref_grads, rtol=1e-10)
-    for k in params:
-        assert device_of(grads[k]) == device_of(ref_grads[k]) == device_of(params[k])
-
-
 @pytest.mark.parametrize("device", ["cpu", "fake"])
 @settings(max_examples=25, deadline=None)
 @given(problem=tier_problems())
@@ -151,7 +138,7 @@ def test_fast_pair_equals_reference_pair(device, problem):
     params, x, mask = problem
     params = {k: to_device(v, device) for k, v in params.items()}
     mask = None if mask is None else to_device(mask, device)
-    assert_tiers_agree(params, to_device(x, device), mask)
+    assert_tiers_agree(D, params, to_device(x, device), mask)
 
 
 @pytest.mark.parametrize("layers", LAYERS)
@@ -160,8 +147,8 @@ def test_tiers_agree_at_the_model_defaults_on_the_kink(device, layers):
     m = DeepNADE(6, p=5, H=4, layers=layers, dtype=np.float64, init_scale=1.0, seed=layers, device=device)
     x = to_device(np.random.default_rng(layers).integers(0, 6, size=(4, 3)), device)
     mask = dropout_mask((4, 3, 4), 0.5, np.random.default_rng(0), m.params["W"])
-    assert_tiers_agree(m.params, x, mask)
-    assert_tiers_agree(m.params, x, None)
+    assert_tiers_agree(D, m.params, x, mask)
+    assert_tiers_agree(D, m.params, x, None)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -336,31 +323,6 @@ def test_model_gradients_with_buffer_reuse_and_short_windows(layers):
         assert max(errors.values()) < 1e-6, (T, B, errors)
         _, grads = m.loss_and_grads(x)
         assert np.all(grads["b"][T:] == 0) and np.all(grads["W"][T:] == 0)
-
-
-def test_gradients_are_new_arrays_unless_reuse_buffers(device):
-    """Default: each call returns new arrays, the first call's untouched by the second.  With
-    reuse_buffers = True, dW is the model's (p, d, H) buffer, overwritten by the next call."""
-    m = DeepNADE(7, p=4, H=5, layers=2, dtype=np.float64, init_scale=1.0, seed=2, device=device)
-    rng = np.random.default_rng(0)
-    x1, x2 = (to_device(rng.integers(0, 7, size=(4, 3)), device) for _ in range(2))
-    _, g1 = m.loss_and_grads(x1)
-    kept = {k: asnumpy(v).copy() for k, v in g1.items()}
-    _, g2 = m.loss_and_grads(x2)
-    for k in g1:
-        np.testing.assert_array_equal(asnumpy(g1[k]), kept[k])       # unchanged by the second call
-        if device == "cpu":
-            assert not np.shares_memory(g1[k], g2[k])
-    assert rel_error(g1["W"], g2["W"]) > 1e-3                         # and the second is its own
-
-    m.reuse_buffers = True
-    _, r1 = m.loss_and_grads(x1)
-    assert_grads_close(r1, kept, rtol=1e-12)                         # same numbers as the safe path
-    assert r1["W"].shape == (4, 7, 5)
-    _, r2 = m.loss_and_grads(x2)
-    if device == "cpu":
-        assert np.shares_memory(r1["W"], r2["W"]) and np.shares_memory(r2["W"], m._buffers["dW"])
-    assert_grads_close(r1["W"], g2["W"], rtol=1e-12)                  # r1's dW now holds call 2's
 
 
 def test_dropout_only_when_training():

@@ -10,10 +10,12 @@ from hypothesis import given, settings, strategies as st
 
 from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.gradcheck import assert_grads_close, check_grads, numerical_grad
+from scratchnade.models import gaussian_ar
 from scratchnade.models.gaussian_ar import (
     LinearGaussianAR, autocovariance, backward, conditional_mle, forward, is_stationary,
     log_prob, reference_backward, reference_forward, yule_walker)
 from scratchnade.optim import Adam
+from tiers import assert_tiers_agree
 
 F64 = np.float64
 EPS = np.finfo(F64).eps
@@ -177,21 +179,11 @@ def test_gradients_match_finite_differences(problem):
 
 # ----------------------------------------------------------------------------- reference == fast
 
-def assert_tiers_agree(params, x, start):
-    """The slide's loop over t (reference pair) and the vectorised rewrite (fast pair): same
-    loss and the same gradient of every parameter, to float64 round-off."""
-    ref_loss, ref_cache = reference_forward(params, x, start)
-    loss, cache = forward(params, x, start)
-    assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
-    for dloss in (1.0, -0.5):
-        assert_grads_close(backward(dloss, cache), reference_backward(dloss, ref_cache), rtol=1e-10)
-
-
 @settings(max_examples=25, deadline=None)
 @given(ar_problems(max_T=14))
 def test_reference_and_fast_agree(problem):
     params, start, x = problem
-    assert_tiers_agree(params, x, start)
+    assert_tiers_agree(gaussian_ar, params, x, start)
 
 
 @pytest.mark.parametrize("p, T, start", [(1, 1, "stationary"), (1, 6, "stationary"), (3, 2, "stationary"),
@@ -201,7 +193,7 @@ def test_reference_and_fast_agree_on_the_fake_device(fake_device, p, T, start):
     x = np.random.default_rng(p + T).standard_normal((3, T))
     dev = {k: to_device(v, fake_device) for k, v in params.items()}
     xd = to_device(x, fake_device)
-    assert_tiers_agree(dev, xd, start)
+    assert_tiers_agree(gaussian_ar, dev, xd, start)
     ref_loss, ref_cache = reference_forward(dev, xd, start)
     ref_grads = reference_backward(1.0, ref_cache)
     for k, v in params.items():
@@ -232,19 +224,6 @@ def test_reference_ar1_is_the_lecture_gaussian():
     logp = logp + log_normal(x[:, 1:], mu + rho * (x[:, :-1] - mu), sigma ** 2).sum(axis=1)
     loss, _ = reference_forward(make_params([rho], mu, np.log(sigma)), x)
     assert float(loss) == pytest.approx(-logp.mean(), rel=1e-12)
-
-
-@pytest.mark.parametrize("start", ["stationary", "conditional"])
-def test_loss_and_grads_returns_fresh_arrays(start):
-    """The model keeps no gradient buffers: every call returns new arrays (safe to keep)."""
-    m = LinearGaussianAR(2, start=start, rho=[0.3, 0.2], mu=0.1, sigma=0.8, dtype=F64)
-    x = np.random.default_rng(0).standard_normal((3, 9))
-    _, g1 = m.loss_and_grads(x)
-    kept = {k: np.array(v) for k, v in g1.items()}
-    _, g2 = m.loss_and_grads(2.0 * x + 1.0)
-    for k in g1:
-        assert not np.shares_memory(g1[k], g2[k]), k
-        np.testing.assert_array_equal(g1[k], kept[k])
 
 
 # ----------------------------------------------------------------------------- autoregressive property

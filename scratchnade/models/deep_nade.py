@@ -58,7 +58,7 @@ def reference_forward(params, x, mask=None):
     check_window(params, x, "DeepNADE")
     xp = get_xp(params["W"], x)
     W, b, c0, V, c = params["W"], params["b"], params["c0"], params.get("V"), params.get("c")
-    L, (T, B), (p, d, H) = num_layers(params), x.shape, W.shape
+    L, (T, B), (_, d, H) = num_layers(params), x.shape, W.shape
     X = xp.eye(d, dtype=W.dtype)[x]                                   # x_s as one-hot rows (T, B, d)
     m = xp.ones((T, B, H), dtype=W.dtype) if mask is None else mask   # dropout mask m_s
     a = xp.zeros((L, T, B, H), dtype=W.dtype)

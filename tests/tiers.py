@@ -1,0 +1,25 @@
+"""The two-tier check every model file's tests share: the reference pair (the slide in code) and
+the fast pair give the same loss and the same gradient of every parameter."""
+from scratchnade.backend import device_of
+from scratchnade.gradcheck import assert_grads_close
+
+
+def assert_tiers_agree(module, params, *args, dlosses=(1.0, -0.5), atol=0.0, **kwargs):
+    """``module.reference_forward / reference_backward`` against ``module.forward / backward``.
+
+    Both forwards get ``(params, *args, **kwargs)``; for each upstream gradient in `dlosses` the
+    fast pair runs afresh (a fast backward may reuse its forward's buffers).  Asserts: the loss to
+    rtol 1e-10, every gradient to rtol 1e-10 (or `atol`, for a gradient that is exactly 0 in exact
+    arithmetic and round-off in one tier), the gradients' keys are the parameters', each gradient
+    lives on its parameter's device, and the reference cache is a NamedTuple.
+    """
+    ref_loss, ref_cache = module.reference_forward(params, *args, **kwargs)
+    assert isinstance(ref_cache, tuple) and hasattr(ref_cache, "_fields"), "reference cache is not a NamedTuple"
+    for dloss in dlosses:
+        loss, cache = module.forward(params, *args, **kwargs)
+        assert_grads_close(loss, ref_loss, rtol=1e-10, what="loss")
+        grads, ref = module.backward(dloss, cache), module.reference_backward(dloss, ref_cache)
+        assert set(grads) == set(ref) == set(params), (sorted(grads), sorted(ref), sorted(params))
+        assert_grads_close(grads, ref, rtol=1e-10, atol=atol)
+        for k, w in params.items():
+            assert device_of(grads[k]) == device_of(ref[k]) == device_of(w), k
