@@ -12,7 +12,7 @@ from scratchnade.gradcheck import assert_grads_close, check_grads, check_model
 from scratchnade.models import recurrent_nade
 from scratchnade.models.recurrent_nade import RecurrentNADE, forward, reference_backward, reference_forward
 from scratchnade.models.sequence import SequenceModel
-from tiers import assert_tiers_agree
+from tiers import assert_tiers_agree, on
 
 F64 = np.float64
 
@@ -48,10 +48,6 @@ def tier_case(T, B, H, d, tied, carried, dropout, fed, seed):
     return m.params, x, h0, masks, fed
 
 
-def on(a, device):
-    return None if a is None else to_device(a, device)
-
-
 @pytest.mark.parametrize("device", ["cpu", "fake"])
 @settings(max_examples=20, deadline=None)
 @given(T=st.integers(1, 6), B=st.integers(1, 4), H=st.integers(1, 5), d=st.integers(2, 7),
@@ -59,10 +55,9 @@ def on(a, device):
        seed=st.integers(0, 10_000))
 def test_fast_pair_equals_the_reference(device, T, B, H, d, tied, carried, dropout, fed, seed):
     params, x, h0, masks, fed = tier_case(T, B, H, d, tied, carried, dropout, fed, seed)
-    params = {k: to_device(v, device) for k, v in params.items()}
-    args = (params, on(x, device), on(h0, device), on(masks, device))
-    assert_tiers_agree(recurrent_nade, *args, fed=on(fed, device))
-    ref = reference_backward(1.0, reference_forward(*args, fed=on(fed, device))[1])
+    params, x, h0, masks, fed = on(device, params, x, h0, masks, fed)
+    assert_tiers_agree(recurrent_nade, params, x, h0, masks, fed=fed)
+    ref = reference_backward(1.0, reference_forward(params, x, h0, masks, fed=fed)[1])
     if carried:
         assert not asnumpy(ref["W_init"]).any()                    # h_0 was a constant
 

@@ -1,6 +1,8 @@
 """Safe gradients by default, for every model: ``loss_and_grads`` returns new arrays each call, so
 a student who keeps two gradients keeps two different answers.  ``reuse_buffers = True`` (what the
 training loop turns on) hands out the documented buffers, which the next call overwrites."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,22 @@ def test_gradients_are_new_arrays_unless_reuse_buffers(name, device):
             assert np.shares_memory(r1[k], r2[k]) and np.shares_memory(r2[k], model._buffers["d" + k]), k
     for k in set(r1) - set(buffered):                           # everything else stays new
         assert_grads_close(r1[k], kept[k], rtol=1e-12, what=k)
+
+
+@pytest.mark.parametrize("name", [k for k, case in CASES.items() if case[2]])
+def test_fast_backward_allocates_without_out_and_fills_out(name):
+    """The pure fast pair: ``backward(dloss, cache)`` returns new arrays; with ``out=`` it writes the
+    big gradients into the given arrays (what the class does when reuse_buffers is on)."""
+    make_model, make_batch, buffered = CASES[name]
+    model = make_model()
+    module = sys.modules[type(model).__module__]
+    x = make_batch(np.random.default_rng(1))
+    grads = [module.backward(1.0, module.forward(model.params, x)[1]) for _ in range(2)]
+    for k, g in grads[0].items():
+        assert not np.shares_memory(g, grads[1][k]) and not np.shares_memory(g, model.params[k]), k
+        np.testing.assert_array_equal(g, grads[1][k])
+    out = {k: np.full(model.params[k].shape, np.nan) for k in buffered}
+    filled = module.backward(1.0, module.forward(model.params, x)[1], out=out)
+    for k in out:
+        assert filled[k] is out[k], k
+        np.testing.assert_array_equal(out[k], grads[0][k])

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scratchnade.backend import asnumpy, device_of, to_device, tree_to_device
-from scratchnade.gradcheck import (assert_grads_close, check_grads, check_model, numerical_grad,
+from scratchnade.backend import asnumpy, device_of, to_device
+from scratchnade.gradcheck import (assert_grads_close, check_model, numerical_grad,
                                    rel_error)
 from scratchnade.models import sequence_nade as S
 from scratchnade.models.sequence_nade import SequenceNADE
-from tiers import assert_tiers_agree
+from tiers import assert_reference_matches_finite_differences, assert_tiers_agree, on
 
 
 def random_model(d=5, p=4, H=3, tied=False, seed=0, scale=1.0, dtype=np.float64, **kw):
@@ -144,13 +144,6 @@ def test_repeated_ids_accumulate_in_dV():
 
 # ----------------------------------------------------------------------------- two tiers: reference = fast
 
-def on(device, *arrays):
-    """Each array (or dict of arrays, or None) moved to `device`."""
-    move = lambda a: None if a is None else (tree_to_device(a, device) if isinstance(a, dict)
-                                             else to_device(a, device))
-    return [move(a) for a in arrays]
-
-
 @pytest.mark.parametrize("device", ["cpu", "fake"])
 @settings(max_examples=25, deadline=None)
 @given(problem=problems(), dloss=st.floats(0.1, 2.0, allow_nan=False))
@@ -168,30 +161,9 @@ def test_reference_matches_finite_differences(tied):
     m = random_model(d=4, p=3, H=3, tied=tied)
     x = np.array([[1, 1, 0], [2, 1, 3], [0, 3, 3]])               # repeated ids in a position
     mask = np.random.default_rng(13).choice([0.0, 2.0], size=(3, 3, 3))
-    loss, cache = S.reference_forward(m.params, x, mask)
-    assert isinstance(cache, tuple) and hasattr(cache, "_fields")     # a NamedTuple
-    grads = S.reference_backward(1.0, cache)
-    assert set(grads) == set(m.params)
-    errors = check_grads(lambda: S.reference_forward(m.params, x, mask)[0], m.params, grads)
-    assert max(errors.values()) < 1e-7, errors
+    assert_reference_matches_finite_differences(S, m.params, x, mask)
+    loss = S.reference_forward(m.params, x, mask)[0]
     assert float(loss) == pytest.approx(float(S.forward(m.params, x, mask)[0]), rel=1e-12)
-
-
-# ----------------------------------------------------------------------------- safe gradients
-
-@pytest.mark.parametrize("tied", [False, True])
-def test_backward_without_out_allocates(tied):
-    m = random_model(d=5, p=3, H=4, tied=tied)
-    x = np.random.default_rng(15).integers(0, 5, (3, 4))
-    grads = [S.backward(1.0, S.forward(m.params, x)[1]) for _ in range(2)]
-    for k, g in grads[0].items():
-        assert not np.shares_memory(g, grads[1][k]) and not np.shares_memory(g, m.params[k])
-        np.testing.assert_array_equal(g, grads[1][k])
-    out = {k: np.full(m.params[k].shape, np.nan) for k in ("W", "V") if k in m.params}
-    given_out = S.backward(1.0, S.forward(m.params, x)[1], out=out)
-    for k in out:
-        assert given_out[k] is out[k]
-        np.testing.assert_array_equal(out[k], grads[0][k])
 
 
 # ----------------------------------------------------------------------------- weight sharing

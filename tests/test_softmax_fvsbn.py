@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scratchnade.backend import asnumpy, device_of, to_device, tree_to_device
+from scratchnade.backend import asnumpy, device_of, to_device
 from scratchnade.functional import dropout_mask
 from scratchnade.gradcheck import assert_grads_close, check_grads, check_model, numerical_grad
 from scratchnade.models import softmax_fvsbn as S
 from scratchnade.models.softmax_fvsbn import SoftmaxFVSBN
 from scratchnade.optim import Adam
-from tiers import assert_tiers_agree
+from tiers import assert_reference_matches_finite_differences, assert_tiers_agree, on
 
 ENCODINGS = S.ENCODINGS
 
@@ -120,13 +120,6 @@ def test_unused_weights_get_exactly_zero_gradient():
 
 # ----------------------------------------------------------------------------- two tiers: reference = fast
 
-def on(device, *arrays):
-    """Each array (or dict of arrays, or None) moved to `device`."""
-    move = lambda a: None if a is None else (tree_to_device(a, device) if isinstance(a, dict)
-                                             else to_device(a, device))
-    return [move(a) for a in arrays]
-
-
 @pytest.mark.parametrize("device", ["cpu", "fake"])
 @settings(max_examples=25, deadline=None)
 @given(problem=problems(), dloss=st.floats(0.1, 2.0, allow_nan=False))
@@ -144,30 +137,9 @@ def test_reference_matches_finite_differences(encoding):
     m = random_model(4, 4, encoding)
     w = np.array([[0, 0, 0], [2, 2, 0], [2, 2, 2], [1, 3, 1]])   # repeated ids in a position
     mask = dropout_mask(S.mask_shape(m.params, w), 0.5, np.random.default_rng(8), m.params["P"])
-    loss, cache = S.reference_forward(m.params, w, mask)
-    assert isinstance(cache, tuple) and hasattr(cache, "_fields")     # a NamedTuple
-    grads = S.reference_backward(1.0, cache)
-    assert set(grads) == set(m.params)
-    errors = check_grads(lambda: S.reference_forward(m.params, w, mask)[0], m.params, grads)
-    assert max(errors.values()) < 1e-7, errors
+    assert_reference_matches_finite_differences(S, m.params, w, mask)
+    loss = S.reference_forward(m.params, w, mask)[0]
     assert float(loss) == pytest.approx(m.loss_and_grads(w, mask=mask)[0], rel=1e-12)
-
-
-# ----------------------------------------------------------------------------- safe gradients
-
-@pytest.mark.parametrize("encoding", ENCODINGS)
-def test_backward_without_out_allocates(encoding):
-    m = random_model(5, 3, encoding)
-    w = np.random.default_rng(10).integers(0, 5, (3, 4))
-    grads = [S.backward(1.0, S.forward(m.params, w)[1]) for _ in range(2)]
-    for k, g in grads[0].items():
-        assert not np.shares_memory(g, grads[1][k]) and not np.shares_memory(g, m.params[k])
-        np.testing.assert_array_equal(g, grads[1][k])
-    out = {k: np.full(m.params[k].shape, np.nan) for k in ("P", "E") if k in m.params}
-    given_out = S.backward(1.0, S.forward(m.params, w)[1], out=out)
-    for k in out:
-        assert given_out[k] is out[k]
-        np.testing.assert_array_equal(out[k], grads[0][k])
 
 
 # ----------------------------------------------------------------------------- the lecture's definition

@@ -1,7 +1,7 @@
 """The two-tier check every model file's tests share: the reference pair (the slide in code) and
 the fast pair give the same loss and the same gradient of every parameter."""
-from scratchnade.backend import device_of
-from scratchnade.gradcheck import assert_grads_close
+from scratchnade.backend import device_of, to_device, tree_to_device
+from scratchnade.gradcheck import assert_grads_close, check_grads
 
 
 def assert_tiers_agree(module, params, *args, dlosses=(1.0, -0.5), atol=0.0, **kwargs):
@@ -23,3 +23,23 @@ def assert_tiers_agree(module, params, *args, dlosses=(1.0, -0.5), atol=0.0, **k
         assert_grads_close(grads, ref, rtol=1e-10, atol=atol)
         for k, w in params.items():
             assert device_of(grads[k]) == device_of(ref[k]) == device_of(w), k
+
+
+def on(device, *arrays):
+    """Each array (or dict of arrays, or None) moved to `device`, as a list."""
+    def move(a):
+        if a is None:
+            return None
+        return tree_to_device(a, device) if isinstance(a, dict) else to_device(a, device)
+    return [move(a) for a in arrays]
+
+
+def assert_reference_matches_finite_differences(module, params, *args, rtol=1e-7, **kwargs):
+    """``module.reference_backward`` against centred differences of ``module.reference_forward``
+    (every entry of every parameter, float64), with a NamedTuple cache and the parameters' keys."""
+    _, cache = module.reference_forward(params, *args, **kwargs)
+    assert isinstance(cache, tuple) and hasattr(cache, "_fields"), "reference cache is not a NamedTuple"
+    grads = module.reference_backward(1.0, cache)
+    assert set(grads) == set(params)
+    errors = check_grads(lambda: module.reference_forward(params, *args, **kwargs)[0], params, grads)
+    assert max(errors.values()) < rtol, errors

@@ -19,30 +19,28 @@ from ..backend import asnumpy, device_of, get_xp, to_device
 
 
 @contextmanager
+def _temporarily(model, name, value):
+    """Set attribute `name` of `model` (if it has one) to `value` inside a with-block, then put it back."""
+    if not hasattr(model, name):
+        yield
+        return
+    old = getattr(model, name)
+    setattr(model, name, value)
+    try:
+        yield
+    finally:
+        setattr(model, name, old)
+
+
 def mode(model, training):
-    """Set ``model.training`` (if the model has one) inside a with-block, then put it back."""
-    if not hasattr(model, "training"):
-        yield
-        return
-    old, model.training = model.training, training
-    try:
-        yield
-    finally:
-        model.training = old
+    """``with mode(model, False):`` runs the block with ``model.training = False`` (if it has one)."""
+    return _temporarily(model, "training", training)
 
 
-@contextmanager
 def buffers_reused(model):
-    """Set ``model.reuse_buffers = True`` (if the model has it) inside a with-block, then put it
-    back.  For a loop that applies every gradient before the next ``loss_and_grads`` call."""
-    if not hasattr(model, "reuse_buffers"):
-        yield
-        return
-    old, model.reuse_buffers = model.reuse_buffers, True
-    try:
-        yield
-    finally:
-        model.reuse_buffers = old
+    """``with buffers_reused(model):`` runs the block with ``model.reuse_buffers = True``: for a loop
+    that applies every gradient before the next ``loss_and_grads`` call."""
+    return _temporarily(model, "reuse_buffers", True)
 
 
 class Model:
