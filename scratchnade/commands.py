@@ -1,10 +1,15 @@
-"""The commands that read a checkpoint: ``evaluate``, ``sample``, ``exposure-bias``; and ``gradcheck``.
+"""The commands that read a checkpoint: evaluate, sample, exposure-bias; and gradcheck.
 
-Each ``cmd_*(args)`` takes the parsed arguments of :mod:`scratchnade.cli` and returns an exit
-code; bad options raise :class:`scratchnade.runs.UsageError`, unusable checkpoints
-:class:`scratchnade.checkpoint.CheckpointError` (main turns both into a message and code 2).
+Each cmd_*(args) takes the parsed arguments of scratchnade.cli and returns an exit code.
+Every option is range-checked before a checkpoint or data set is loaded (those that need the
+model or the data, like --top-k against the vocabulary, right after loading them, before
+anything is written); bad options raise runs.UsageError, unusable checkpoints
+checkpoint.CheckpointError (main turns both into one line on stderr and exit code 2).
+sample and exposure-bias lock the run directory (rundir.RunDirLock) when they write into it.
 """
+import contextlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +19,104 @@ from .checkpoint import CheckpointError
 from .data.text import Vocabulary
 from .registry import (KIND_DEFAULTS, MODELS, available_models, data_spec, gradcheck_case, load_data,
                        model_spec)
+from .rundir import RunDirLock
 from .runs import (UsageError, check_device, check_vocab, checkpoint_path, evaluate_split,
                    model_from_checkpoint)
 
 EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_CODES = {
+    0: "ok",
+    1: "a gradient check failed (gradcheck)",
+    2: "a user error: bad option or config file, missing or corrupt data, unusable checkpoint, device not "
+       "available, run directory locked or already holding a run, a failed write (one line on stderr)",
+    3: "training diverged (NaN/inf, or the loss grew --diverge-factor times over its best); last.npz keeps the "
+       "last good epoch",
+    130: "interrupted by Ctrl-C; last.npz keeps the last completed epoch (resume with --resume)",
+    143: "terminated by SIGTERM, handled like Ctrl-C",
+}
+GREEDY_HINT = " (for greedy decoding of text use --top-k 1)"
+
+
+# ----------------------------------------------------------------------------- checks and messages
+
+def one_line(message):
+    """A message on one line: its lines joined by '; '."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def check_number(value, name, low=0.0, low_in=False, high=math.inf, high_in=False, why="", hint=""):
+    """UsageError unless value is a finite number in the interval (low, high) (bounds as asked)."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value >= low if low_in else value > low) \
+        and (high == math.inf or (value <= high if high_in else value < high))
+    if not ok:
+        where = f"{'>=' if low_in else '>'} {low:g}" if high == math.inf else \
+            f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise UsageError(f"{name} must be a finite number {where}{why}, got {value}{hint}")
+
+
+def check_count(value, name, low=1):
+    """UsageError unless value (an int, or None for 'not given') is >= low."""
+    if value is not None and value < low:
+        raise UsageError(f"{name} must be an integer >= {low}, got {value}")
+
+
+def check_top_k(top_k, model, kind):
+    """--top-k only for token models, and at most the vocabulary."""
+    if top_k is None:
+        return
+    if kind != "tokens":
+        raise UsageError(f"--top-k only applies to token models, not to a {type(model).__name__}")
+    V = getattr(model, "vocab_size", None)
+    if V is not None and top_k > V:
+        raise UsageError(f"--top-k must be from 1 to the vocabulary size {V}, got {top_k}")
+
+
+def ppl_text(r):
+    """'123.456 (stream)': a perplexity always says how it was measured."""
+    return f"{r['ppl']:.3f} ({r['mode']})"
+
+
+def nll_stderr(model, data, split, cfg, device, max_tokens=None):
+    """(standard error of the mean NLL, n): std of the per-example NLL / sqrt(n).
+
+    Binary and real data: over the n examples of the split.  Tokens: over the per-token NLLs of
+    the split's chunked windows (an approximation: neighbouring tokens are correlated).
+    """
+    from .backend import to_device
+    from .data.binary import minibatches
+    from .data.text import window_batches
+    from .models.base import mode
+    x = data.split(split)
+    if data.kind == "tokens" and max_tokens is not None:
+        x = x[:max_tokens]
+    parts = []
+    with mode(model, False):
+        if data.kind == "tokens":
+            batches = window_batches(x, cfg["order"], cfg["eval_batch_size"], shuffle=False, device=device)
+        else:
+            batches = minibatches(to_device(x, device), cfg["eval_batch_size"], shuffle=False, dtype=model.dtype)
+        for b in batches:
+            parts.append(-asnumpy(model.log_prob(b)).astype(np.float64).reshape(-1))
+    nll = np.concatenate(parts)
+    n = nll.size
+    return (float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan), n
+
+
+@contextlib.contextmanager
+def _lock_if_inside(path, out, command):
+    """Hold the lock of the checkpoint's run directory while writing `out` into it."""
+    run_dir = Path(path).parent
+    try:
+        inside = Path(out).resolve().is_relative_to(run_dir.resolve())
+    except (OSError, ValueError):
+        inside = False
+    if not inside or not run_dir.is_dir():
+        yield
+        return
+    with RunDirLock(run_dir, command):
+        yield
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -46,7 +145,10 @@ def data_for(meta, model, args, path):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
     cfg["order"] = cfg.get("order") or getattr(model, "context", None) or 35
-    data = load_data(cfg)
+    try:
+        data = load_data(cfg)
+    except MemoryError:
+        raise UsageError(f"not enough memory to load {spec.name}") from None
     kind = (meta.get("data") or {}).get("kind") or model_kind(model)
     if data.kind != kind:
         raise UsageError(f"{path} models {kind} data; {data.name} holds {data.kind} data")
@@ -59,19 +161,47 @@ def model_kind(model):
     return next(s.kind for s in MODELS.values() if s.cls == type(model).__name__)
 
 
+def _check_eval_fit(data, split, cfg, mode, max_tokens):
+    """The window length and the stream count must fit the (first max_tokens tokens of the) split."""
+    if data.kind != "tokens":
+        return
+    n = data.split(split).size if max_tokens is None else min(max_tokens, data.split(split).size)
+    where = f"the first {n:,} tokens of" if max_tokens is not None else f"the {n:,} tokens of"
+    if cfg["order"] > n:
+        raise UsageError(f"{'--max-tokens' if max_tokens is not None else 'the data'}: windows of "
+                         f"{cfg['order']} tokens do not fit in {where} the {split} split")
+    if mode == "stream" and cfg["eval_batch_size"] > n:
+        raise UsageError(f"--eval-batch-size {cfg['eval_batch_size']} streams need at least that many tokens; "
+                         f"{where} the {split} split are fewer")
+
+
 def cmd_evaluate(args):
     """NLL (and perplexity) of a checkpoint on a split, one line per figure or one JSON object."""
+    check_count(args.eval_batch_size, "--eval-batch-size")
+    check_count(args.max_tokens, "--max-tokens")
     check_device(args.device)
     path, meta, model = _open(args.target, args.device)
+    kind = (meta.get("data") or {}).get("kind") or model_kind(model)
+    if args.mode not in (None, "chunked") and kind != "tokens":
+        raise UsageError(f"--mode {args.mode} only applies to token models, not to a {type(model).__name__}")
+    if args.mode == "stream" and not hasattr(model, "stream_log_prob"):
+        raise UsageError(f"--mode stream needs a recurrent model (rnn); {type(model).__name__} carries no state")
+    if args.max_tokens is not None and kind != "tokens":
+        raise UsageError(f"--max-tokens only applies to token data, not to a {type(model).__name__}")
+    mode = args.mode or ("stream" if getattr(model, "carry_state", False) else "chunked")
     data, cfg = data_for(meta, model, args, path)
-    r = evaluate_split(model, data, args.split, cfg, mode=args.mode, device=args.device)
+    _check_eval_fit(data, args.split, cfg, mode, args.max_tokens)
+    r = evaluate_split(model, data, args.split, cfg, mode=mode, device=args.device, max_tokens=args.max_tokens)
     r.update(checkpoint=str(path), model=type(model).__name__, epoch=meta.get("epoch"), data=data.name)
+    if r["true_entropy"] is not None:
+        r["nll_stderr"], _ = nll_stderr(model, data, args.split, cfg, args.device, args.max_tokens)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
     unit = f"nats per {data.unit}"
     print(f"checkpoint    {path} ({r['model']}, epoch {r['epoch']})")
-    print(f"data          {data.name}, {args.split} split: {r['count']:,} {data.unit}s")
+    print(f"data          {data.name}, {args.split} split: {r['count']:,} {data.unit}s"
+          + (f" (the first {args.max_tokens:,} tokens at most)" if args.max_tokens is not None else ""))
     if r["mode"] == "chunked":
         print(f"mode          chunked: windows of {r['p']} tokens, each token sees the earlier tokens "
               f"of its window")
@@ -83,21 +213,40 @@ def cmd_evaluate(args):
               f"through each one (windows of {r['p']})")
     print(f"NLL           {r['nll']:.4f} {unit}")
     if r["mode"]:
-        print(f"perplexity    {r['ppl']:.3f}")
+        print(f"perplexity    {ppl_text(r)}")
         print(f"bits          {r['bits']:.4f} bits per token")
     if r["true_entropy"] is not None:
-        print(f"true entropy  {r['true_entropy']:.4f} {unit} (gap {r['nll'] - r['true_entropy']:.4f})")
+        print(f"true entropy  {r['true_entropy']:.4f} {unit} (gap {r['nll'] - r['true_entropy']:.4f} +- "
+              f"{r['nll_stderr']:.4f}, one standard error; a negative gap within ~2 standard errors is "
+              f"sampling error)")
     return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- sample
 
+def _check_sampling_options(args):
+    check_count(getattr(args, "n", None), "-n")
+    check_count(args.length, "--length")
+    check_number(args.temperature, "--temperature", hint=GREEDY_HINT)
+    check_count(args.top_k, "--top-k")
+    check_count(args.seed, "--seed", 0)
+
+
 def cmd_sample(args):
     """Text to stdout, binary images to a PNG (and completions), AR sequences printed."""
+    _check_sampling_options(args)
+    check_count(args.complete, "--complete")
     check_device(args.device)
     path, meta, model = _open(args.target, args.device)
     info = meta.get("data") or {}
     kind = info.get("kind") or model_kind(model)
+    check_top_k(args.top_k, model, kind)
+    if args.prompt is not None and kind != "tokens":
+        raise UsageError(f"--prompt only applies to token models, not to a {type(model).__name__}")
+    if args.complete is not None and kind != "binary":
+        raise UsageError(f"--complete only applies to binary image models, not to a {type(model).__name__}")
+    if args.out is not None and kind != "binary":
+        raise UsageError(f"--out only applies to image samples; a {type(model).__name__} prints its samples")
     if args.n is None:
         args.n = {"tokens": 3, "real": 5, "binary": 100}[kind]
     if kind == "tokens":
@@ -108,7 +257,9 @@ def cmd_sample(args):
         for row in x:
             print(" ".join(f"{v:.3f}" for v in row.tolist()))
         return EXIT_OK
-    return _sample_images(args, path, meta, model, info)
+    out = Path(args.out or path.parent / "samples.png")
+    with _lock_if_inside(path, out, f"scratchnade sample {args.target}"):
+        return _sample_images(args, path, meta, model, info, out)
 
 
 def _sample_text(args, meta, model, info):
@@ -117,7 +268,11 @@ def _sample_text(args, meta, model, info):
     vocab, level = Vocabulary.from_list(meta["vocab"]), info.get("level") or "word"
     prompt = None
     if args.prompt:
-        prompt = vocab.encode(args.prompt.split() if level == "word" else args.prompt)
+        try:
+            prompt = vocab.encode(args.prompt.split() if level == "word" else args.prompt)
+        except ValueError as err:
+            raise UsageError(f"--prompt {args.prompt!r}: {err}") from err
+        prompt = prompt if len(prompt) else None
     length = (args.length or 200) + (0 if prompt is None else len(prompt))
     ids = model.sample(args.n, length, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
                        prompt=prompt)
@@ -129,11 +284,16 @@ def _sample_text(args, meta, model, info):
     return EXIT_OK
 
 
-def _sample_images(args, path, meta, model, info):
+def _sample_images(args, path, meta, model, info, out):
     from .plots import completion_grid, image_grid, save_figure
     D = model.config["D"]
     h, w = info.get("image_shape") or ((28, 28) if D == 784 else (1, D))
-    out = Path(args.out or path.parent / "samples.png")
+    data = None
+    if args.complete:                                             # checked before anything is written
+        data, _ = data_for(meta, model, args, path)
+        if args.complete > len(data.test):
+            raise UsageError(f"--complete {args.complete} asks for more images than the test split of "
+                             f"{data.name} has ({len(data.test):,})")
     x = asnumpy(model.sample(args.n, args.seed, temperature=args.temperature))
     title = f"{type(model).__name__} samples (T = {args.temperature:g})"
     save_figure(image_grid(x, shape=(h, w), title=title), out)
@@ -143,7 +303,6 @@ def _sample_images(args, path, meta, model, info):
             print("".join(map(str, row.tolist())))
     if args.complete:
         from .sampling import completion_pairs
-        data, _ = data_for(meta, model, args, path)
         rng = np.random.default_rng(args.seed)
         picks = data.test[np.sort(rng.choice(len(data.test), args.complete, replace=False))]
         originals, comps = completion_pairs(model, picks, (h // 2) * w, seed=args.seed,
@@ -160,18 +319,30 @@ def _sample_images(args, path, meta, model, info):
 
 def cmd_exposure_bias(args):
     """Exposure-bias figures of a checkpoint in RUN_DIR/exposure-bias/ (or --out), plus summary.json."""
+    _check_sampling_options(args)
+    check_count(args.prompt_len, "--prompt-len", 0)
+    check_count(args.ngram, "--ngram")
+    check_count(args.window, "--window")
     check_device(args.device)
     path, meta, model = _open(args.target, args.device)
     info = meta.get("data") or {}
     kind = info.get("kind") or model_kind(model)
+    check_top_k(args.top_k, model, kind)
+    if kind == "tokens" and args.prompt_len >= (args.length or 200):
+        raise UsageError(f"--prompt-len must be in [0, --length = {args.length or 200}), got {args.prompt_len}")
     data, _ = data_for(meta, model, args, path)
+    if kind == "tokens":
+        need = (args.length or 200)
+        if data.test.size < need or data.train.size < need:
+            raise UsageError(f"--length {need} is longer than the test or training split of {data.name}")
     out = Path(args.out) if args.out else path.parent / "exposure-bias"
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(path), "model": type(model).__name__, "data": data.name, "kind": kind,
-               "seed": args.seed, "temperature": args.temperature}
-    make = {"tokens": _exposure_text, "binary": _exposure_images, "real": _exposure_ar}[kind]
-    figures = make(args, model, data, info, out, summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    with _lock_if_inside(path, out, f"scratchnade exposure-bias {args.target}"):
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"checkpoint": str(path), "model": type(model).__name__, "data": data.name, "kind": kind,
+                   "seed": args.seed, "temperature": args.temperature}
+        make = {"tokens": _exposure_text, "binary": _exposure_images, "real": _exposure_ar}[kind]
+        figures = make(args, model, data, info, out, summary)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     for name in figures:
         print(f"wrote {out / name}")
     print(f"wrote {out / 'summary.json'}")
@@ -192,8 +363,6 @@ def _exposure_text(args, model, data, info, out, summary):
     from .sampling import distinct_n_by_position, drift_by_position, position_nll, random_windows
     V, char = len(data.vocab), data.level == "char"
     n, length = args.n or 256, args.length or 200
-    if not 0 <= args.prompt_len < length:
-        raise UsageError(f"--prompt-len must be in [0, --length = {length})")
     ref = NGramModel(args.ngram or (4 if char else 3)).fit(data.train, V, valid=data.valid)
     r = position_nll(model, ref, data.test, length, n, args.prompt_len, args.temperature, args.top_k, args.seed)
     name = f"{type(model).__name__} on {data.name}"
@@ -262,6 +431,9 @@ def _exposure_ar(args, model, data, info, out, summary):
 def cmd_gradcheck(args):
     """check_model on every variant of one model (or all) at small random sizes; exit 1 on a failure."""
     from .gradcheck import check_model, format_table
+    check_number(args.tol, "--tol")
+    check_count(args.seed, "--seed", 0)
+    check_device(args.device)
     try:
         names = available_models() if args.model == "all" else [model_spec(args.model).name]
     except ValueError as err:

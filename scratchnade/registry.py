@@ -43,6 +43,10 @@ class ModelUnavailable(ImportError):
     """A registered model whose module is not there (or does not import)."""
 
 
+class DataError(ValueError):
+    """A data set that cannot be loaded as asked (a bad file, a checksum mismatch, a bad size)."""
+
+
 # ----------------------------------------------------------------------------- models
 
 @dataclass(frozen=True)
@@ -98,6 +102,49 @@ def model_spec(name):
     if spec is None:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     return spec
+
+
+def model_defaults(spec):
+    """{run-config key: the value the model uses when the option is not given} for row `spec`.
+
+    The row's own defaults (order, lr) first, then the defaults of the class's constructor for
+    the keys it maps (hidden -> H: 500 for NADE, ...).  A key whose constructor default is None
+    is left out.  {} when the model's module does not import.
+    """
+    out = dict(spec.defaults)
+    try:
+        params = inspect.signature(spec.load().__init__).parameters
+    except ModelUnavailable:
+        return out
+    for key, arg in spec.options.items():
+        if key not in out and arg in params and params[arg].default not in (None, inspect.Parameter.empty):
+            out[key] = params[arg].default
+    return out
+
+
+def defaults_by_model(key):
+    """'500 for nade; 256 for sequence-nade, deep-nade, rnn': the per-model default of one option."""
+    groups = {}
+    for spec in MODELS.values():
+        value = model_defaults(spec).get(key)
+        if value is not None:
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            groups.setdefault(text, []).append(spec.name)
+    return "; ".join(f"{text} for {', '.join(names)}" for text, names in groups.items())
+
+
+def teacher_forcing_eps(cfg, step):
+    """Scheduled sampling: the probability eps_i of feeding the real token at global training step i
+    under run config `cfg` (None when the run uses no scheduled sampling).
+
+    The epoch line and history can show eps_i of an epoch's last step, i = state.step - 1.
+    """
+    kind = cfg.get("scheduled_sampling")
+    if kind is None:
+        return None
+    from .scheduled_sampling import teacher_forcing_schedule
+    return teacher_forcing_schedule(kind, max(0, int(step)), cfg.get("ss_k"), cfg.get("ss_c"),
+                                    cfg.get("ss_min") or 0.0)
 
 
 def spec_of_class(class_name):
@@ -216,8 +263,11 @@ def _eval_size(n_train):
     return max(500, n_train // 5)
 
 
+SYNTHETIC_N_TRAIN = {"synthetic-fvsbn": 10000, "synthetic-markov": 100000, "synthetic-ar": 2000}
+
+
 def _synthetic_fvsbn(cfg):
-    n = cfg.get("n_train") or 10000
+    n = cfg.get("n_train") or SYNTHETIC_N_TRAIN["synthetic-fvsbn"]
     src = synthetic.fvsbn_source(D=cfg.get("dim") or 10, n_train=n, n_valid=_eval_size(n),
                                  n_test=_eval_size(n), seed=cfg.get("data_seed", 0))
     side = int(round(src.D ** 0.5))
@@ -226,7 +276,7 @@ def _synthetic_fvsbn(cfg):
 
 
 def _synthetic_markov(cfg):
-    n, V = cfg.get("n_train") or 100000, cfg.get("vocab") or 16
+    n, V = cfg.get("n_train") or SYNTHETIC_N_TRAIN["synthetic-markov"], cfg.get("vocab") or 16
     m = _eval_size(n)
     src = synthetic.markov_source(V, n + 2 * m, seed=cfg.get("data_seed", 0))
     letters = V <= 26                                               # readable samples: "abcab..."
@@ -237,7 +287,7 @@ def _synthetic_markov(cfg):
 
 
 def _synthetic_ar(cfg):
-    n = cfg.get("n_train") or 2000
+    n = cfg.get("n_train") or SYNTHETIC_N_TRAIN["synthetic-ar"]
     m = max(2000, n // 5)                                   # per-sequence NLLs vary a lot: a big test set
     src = synthetic.gaussian_ar_source(T=cfg.get("seq_len") or 50, n_train=n, n_valid=m, n_test=m,
                                        seed=cfg.get("data_seed", 0))
@@ -292,8 +342,19 @@ def data_spec(name, kind=None):
 
 
 def load_data(cfg):
-    """The Data of run config `cfg` (its "data" key must name a row of DATASETS)."""
-    return data_spec(cfg["data"]).load(cfg)
+    """The Data of run config `cfg` (its "data" key must name a row of DATASETS).
+
+    A ValueError of a loader (an unreadable or corrupt file, a checksum mismatch, a size the
+    source refuses) comes back as DataError naming the data set; MissingDataError and other
+    OSErrors pass through.
+    """
+    spec = data_spec(cfg["data"])
+    try:
+        return spec.load(cfg)
+    except DataError:
+        raise
+    except ValueError as err:
+        raise DataError(f"cannot load {spec.name}: {err}") from err
 
 
 # ----------------------------------------------------------------------------- gradient-check cases

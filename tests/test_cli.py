@@ -2,7 +2,9 @@
 exact resume, reproducibility and every failure path (tiny synthetic runs, tmp_path run dirs)."""
 import json
 import re
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +15,15 @@ from scratchnade.cli import main
 from scratchnade.data.synthetic import gaussian_ar_entropy, gaussian_ar_source, markov_source
 from scratchnade.models.gaussian_ar import LinearGaussianAR
 from scratchnade.models.nade import NADE
+from scratchnade.registry import MODELS
 
 NADE_ARGS = ["--model", "nade", "--hidden", "6", "--dim", "6", "--n-train", "300", "--batch-size", "50",
              "--no-plot"]
 RNN_ARGS = ["--model", "rnn", "--hidden", "8", "--order", "6", "--vocab", "5", "--n-train", "2000",
             "--batch-size", "16", "--dropout", "0.3", "--lr", "0.01", "--no-plot"]
 ENTROPY_LINE = re.compile(r"test NLL (-?\d+\.\d+) nats per \w+ vs true entropy (-?\d+\.\d+) nats per \w+ "
-                          r"\(gap (-?\d+\.\d+)\)")
+                          r"\(gap (-?\d+\.\d+) \+- (\d+\.\d+), one standard error over [\d,]+ test \w+; "
+                          r"a negative gap within ~2 standard errors is sampling error\)")
 
 
 def train(run_dir, args, epochs, *extra):
@@ -40,6 +44,15 @@ def assert_same_arrays(a, b):
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
 
 
+def patch_validation(monkeypatch, evaluate):
+    """Replace the validation loss computation (train.evaluate, wherever the loop looks it up)."""
+    import scratchnade.runs as runs_module
+    import scratchnade.train as train_module
+    for module in (train_module, runs_module):
+        if hasattr(module, "evaluate"):
+            monkeypatch.setattr(module, "evaluate", evaluate)
+
+
 def fail_at_step(monkeypatch, k, make_result):
     """Patch NADE.loss_and_grads so that its k-th call returns / raises make_result(...) instead."""
     real, calls = NADE.loss_and_grads, {"n": 0}
@@ -57,8 +70,9 @@ def test_train_without_data_writes_the_run_and_compares_with_the_true_entropy(tm
     run = tmp_path / "run"
     assert train(run, NADE_ARGS[:-1], 2) == 0                    # with the learning-curve plot
     out = capsys.readouterr().out
-    nll, H, gap = map(float, ENTROPY_LINE.search(out.strip().splitlines()[-1]).groups())
+    nll, H, gap, se = map(float, ENTROPY_LINE.search(out.strip().splitlines()[-1]).groups())
     assert H > 0 and abs(nll - H - gap) < 2e-3 and nll - H < 0.5
+    assert 0.005 < se < 0.2                                      # std of ~2 nats over sqrt(500) test examples
     for name in ("config.json", "last.npz", "best.npz", "history.csv", "history.json", "learning_curve.png"):
         assert (run / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
@@ -78,7 +92,7 @@ def test_rnn_train_evaluate_and_sample_text(tmp_path, capsys):
     run = tmp_path / "rnn"
     assert train(run, RNN_ARGS, 2) == 0
     out = capsys.readouterr().out
-    assert ENTROPY_LINE.search(out) and "tok/s" in out and "chunked evaluation, windows of 6" in out
+    assert ENTROPY_LINE.search(out) and "tok/s" in out and re.search(r"test perplexity \d+\.\d+ \(chunked\)", out)
     meta = checkpoint(run)[0]
     assert meta["vocab"] == list("abcde") and meta["model"] == "RecurrentNADE"
 
@@ -101,9 +115,11 @@ def test_rnn_train_evaluate_and_sample_text(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag", ["--init-bias", "--no-init-bias"])
-def test_token_models_start_from_the_unigram_bias_unless_told_not_to(tmp_path, flag):
+def test_token_models_start_from_the_unigram_bias_unless_told_not_to(tmp_path, monkeypatch, flag):
     run = tmp_path / "rnn"
-    assert train(run, RNN_ARGS, 0, flag) == 0                    # 0 epochs: the initial parameters
+    monkeypatch.setattr(cli, "train_loop", lambda *args, **kw: None)   # last.npz: the initial parameters
+    monkeypatch.setattr(cli, "_final_report", lambda *args, **kw: None)
+    assert train(run, RNN_ARGS, 1, flag) == 0
     b = checkpoint(run)[1]["b"].astype(np.float64)
     if flag == "--no-init-bias":
         assert np.all(b == 0.0)
@@ -166,7 +182,7 @@ def test_config_file_with_flags_overriding(tmp_path, capsys):
     assert main(["train", "--config", str(toml), "--run-dir", str(tmp_path / "b")]) == 0
     assert checkpoint(tmp_path / "b")[0]["config"]["H"] == 4
     for wrong, message in (({"hiden": 5}, "unknown option(s) ['hiden']"),
-                           ({"optimizer": "rmsprop"}, "optimizer must be one of")):
+                           ({"optimizer": "rmsprop"}, "\"optimizer\" must be one of")):
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(wrong))
         assert main(["train", "--config", str(bad), "--run-dir", str(tmp_path / "c")]) == 2
@@ -188,10 +204,9 @@ def test_every_model_trains_on_its_synthetic_source(tmp_path, capsys, model, ext
 
 
 def test_plateau_decay_early_stopping_and_warmup(tmp_path, monkeypatch, capsys):
-    import scratchnade.train as train_module
-    script = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])               # validation losses, one per epoch
+    script = iter([5.0, 4.0, 4.5, 4.6, 4.7] + [4.8] * 10)      # validation losses, one per epoch (then tests)
 
-    monkeypatch.setattr(train_module, "evaluate", lambda model, batches: next(script))
+    patch_validation(monkeypatch, lambda model, batches: next(script))
     run = tmp_path / "run"
     args = NADE_ARGS + ["--lr-decay", "0.5", "--lr-patience", "1", "--patience", "3", "--warmup", "12"]
     assert train(run, args, 10) == 0
@@ -215,13 +230,13 @@ def test_anneal_keeps_lr_then_decays_it_to_zero_over_the_run(tmp_path, capsys):
     assert lr == [pytest.approx(0.01), pytest.approx(0.01),      # global steps 5, 11: progress <= 0.5
                   pytest.approx(0.01 * (1 - 17 / 24) / 0.5), pytest.approx(0.01 * (1 - 23 / 24) / 0.5)]
     assert main(["train", *NADE_ARGS, "--anneal", "1.0", "--run-dir", str(tmp_path / "bad")]) == 2
-    assert "--anneal FROM must be in [0, 1)" in capsys.readouterr().err
+    assert "--anneal must be a finite number in [0, 1) (FROM is the fraction" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
 # ----------------------------------------------------------------------------- checkpoints and resume
 
-def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     assert train(run, NADE_ARGS, 1) == 0
     before = (run / "last.npz").read_bytes()
@@ -230,8 +245,10 @@ def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half an archive")
         raise OSError("disk full (simulated)")
     monkeypatch.setattr(np, "savez", crash)
-    with pytest.raises(OSError, match="simulated"):
-        resume(run, 2)
+    assert resume(run, 2) == 2                                   # one line, how to continue
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full (simulated)" in err and "last.npz holds the end of epoch 1" in err
+    assert f"--resume {run}" in err and "Traceback" not in err
     monkeypatch.undo()
     assert (run / "last.npz").read_bytes() == before
     assert checkpoint(run)[0]["epoch"] == 1
@@ -271,7 +288,7 @@ def test_resume_may_extend_epochs_but_not_change_the_model(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(run, NADE_ARGS, 1) == 0
     assert resume(run, 1, "--hidden", "7") == 2
-    assert "cannot change hidden" in capsys.readouterr().err
+    assert "cannot change --hidden" in capsys.readouterr().err
     assert train(run, NADE_ARGS, 1) == 2                          # a fresh run would overwrite it
     assert "--resume" in capsys.readouterr().err
 
@@ -294,7 +311,6 @@ def _inf_grad(loss, grads):
 ])
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys,
                                                                               failure, message):
-    import scratchnade.train as train_module
     run, seen = tmp_path / "run", {}
 
     def snapshot(result):
@@ -304,7 +320,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
         return fail
     if failure == "valid":
         losses = iter([1.0, float("nan")])
-        monkeypatch.setattr(train_module, "evaluate", lambda model, batches: next(losses))
+        patch_validation(monkeypatch, lambda model, batches: next(losses))
         fail_at_step(monkeypatch, 8, snapshot(lambda loss, grads: (loss, grads)))
     else:
         fail_at_step(monkeypatch, 8, snapshot(_nan_loss if failure == "loss" else _inf_grad))
@@ -448,3 +464,80 @@ def test_gaussian_ar_source_entropy_matches_monte_carlo():
     assert abs(nll.mean() - src.entropy) < 4 * nll.std() / np.sqrt(len(nll))
     assert src.entropy == pytest.approx(gaussian_ar_entropy(20, 0.7, 0.4))
     assert gaussian_ar_entropy(1, 0.0, 1.0) == pytest.approx(0.5 * np.log(2 * np.pi * np.e))
+
+
+# ----------------------------------------------------------------------------- help, resolved configs, modes
+
+def _subparsers():
+    return cli.build_parser()._subparsers._group_actions[0].choices
+
+
+def test_help_is_plain_text_with_every_default_and_the_exit_codes(capsys):
+    for name, sub in {"": cli.build_parser(), **_subparsers()}.items():
+        text = sub.format_help()
+        assert not re.search(r":(func|mod|class|meth):|``", text), name          # no Sphinx markup
+        assert "exit codes:" in text and "143" in text and "130" in text, name
+        for action in sub._actions:
+            if action.dest in ("help", "version", "command", "target"):
+                continue
+            assert action.help and "default" in action.help, (name, action.dest)
+    hidden = _subparsers()["train"]._option_string_actions["--hidden"].help
+    assert "500 for nade" in hidden and "256 for" in hidden and "rnn" in hidden
+
+
+def test_the_readme_command_lines_parse():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line.split("#")[0])[3:] for line in lines if line.startswith("python -m scratchnade")]
+    assert len(commands) >= 8
+    parser = cli.build_parser()
+    for argv in commands:
+        args, extra = parser.parse_known_args(argv)
+        assert not extra, argv
+        if args.command == "train" and not args.resume:              # and they pass the range checks
+            explicit = {k: v for k, v in vars(args).items() if k in cli.DEFAULTS}
+            cli.fresh_config(_subparsers()["train"], explicit, {})
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_config_records_the_resolved_values_not_null(model):
+    spec = MODELS[model]
+    cfg = cli.fresh_config(_subparsers()["train"], {"model": model}, {})
+    used = [k for k in spec.options if not k.startswith("ss_") and k != "scheduled_sampling"
+            and not (k == "embed_dim" and cfg.get("encoding") != "embedding")]
+    assert all(cfg[k] is not None for k in used), {k: cfg[k] for k in used}
+    assert cfg["batch_size"] and cfg["eval_batch_size"] and cfg["eval_mode"] and cfg["lr"] > 0
+    if spec.kind == "tokens":
+        assert cfg["order"] == spec.defaults["order"]
+    if model == "nade":
+        assert cfg["hidden"] == 500 and cfg["init_scale"] == 0.01 and cfg["n_train"] == 10000 and cfg["dim"] == 10
+    if model == "rnn":
+        ss = cli.fresh_config(_subparsers()["train"], {"model": "rnn", "scheduled_sampling": "inverse-sigmoid"}, {})
+        assert ss["ss_k"] == 500.0 and ss["ss_min"] == 0.0
+
+
+def test_carry_state_runs_are_scored_in_stream_mode_and_every_perplexity_says_its_mode(tmp_path, capsys):
+    run = tmp_path / "rnn"
+    assert train(run, RNN_ARGS, 1, "--carry-state", "--eval-tokens", "200", "--eval-batch-size", "4") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"test perplexity \d+\.\d+ \(stream\)", out)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["eval_mode"] == "stream" and cfg["eval_tokens"] == 200 and cfg["diverge_factor"] == 100.0
+    assert main(["evaluate", str(run)]) == 0                        # no --mode: stream, as trained
+    assert re.search(r"perplexity +\d+\.\d+ \(stream\)", capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--mode", "sliding", "--max-tokens", "100", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["mode"] == "sliding" and r["count"] == 100
+
+
+def test_scheduled_sampling_header_shows_how_eps_moves(tmp_path, capsys):
+    from scratchnade.registry import teacher_forcing_eps
+    from scratchnade.scheduled_sampling import teacher_forcing_schedule
+    cfg = {"scheduled_sampling": "inverse-sigmoid", "ss_k": 2.0, "ss_c": None, "ss_min": 0.0}
+    assert teacher_forcing_eps(cfg, 7) == teacher_forcing_schedule("inverse-sigmoid", 7, 2.0)
+    assert teacher_forcing_eps({"scheduled_sampling": None}, 7) is None
+    assert train(tmp_path / "ss", RNN_ARGS, 2, "--scheduled-sampling", "inverse-sigmoid", "--ss-k", "2") == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ss "))
+    start, end = map(float, re.search(r"eps (\d\.\d+) now, (\d\.\d+) at the last step of epoch 2", line).groups())
+    assert start == pytest.approx(teacher_forcing_schedule("inverse-sigmoid", 0, 2.0), abs=1e-3) and end < 0.01
