@@ -18,7 +18,24 @@ resuming gives bit-identical parameters to an uninterrupted run on the CPU.
 Checkpoints are only written at epoch boundaries, best.npz before last.npz, each atomically.
 Ctrl-C or a diverging loss therefore leaves last.npz at the end of the last completed epoch;
 ``train --resume`` restarts the interrupted epoch from its first batch.
+
+Divergence stops a run (:class:`scratchnade.train.TrainingDiverged`, nothing saved for the
+epoch): a NaN or inf training or validation loss or gradient; a training loss over the limit
+of :class:`scratchnade.train.Divergence` with factor ``cfg["diverge_factor"]`` (default 100, 0
+turns it off), whose best and first losses live in the run state (so a resumed run keeps its
+guard); a validation loss over the same rule against the best and first validation losses; a
+model's domain error (a Gaussian AR step out of the stationary region).
+
+Validation (every epoch) scores the validation split: binary and real data in full; token
+data in mode :func:`eval_mode` (stream for a recurrent model that carries its state, else
+chunked; a configured "sliding" is used for the final test only, at p times the cost)
+and, with ``cfg["eval_tokens"]``, only the first that many tokens (see :func:`evaluate_split`).
+
+Every checkpoint a command *uses* (evaluate, sample, resume) is refused if a parameter or
+optimizer array holds NaN or inf (:func:`load_params`, :func:`restore`), and its headers are
+validated before any array is read (:mod:`scratchnade.checkpoint`).
 """
+import dataclasses
 import csv
 import io
 import json
@@ -32,13 +49,15 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_device
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, check_compatible, check_finite, inspect_checkpoint, load_checkpoint,
+                         save_checkpoint)
 from .data.binary import minibatches
 from .data.download import atomic_write
 from .data.text import Vocabulary, stream_batches, window_batches
 from .optim import SGD, Adam, Nesterov, linear_anneal
 from .registry import ModelUnavailable, model_from_config
-from .train import History, TrainingDiverged, evaluate, fit
+from .models.base import mode as training_mode
+from .train import DOMAIN_ERRORS, Divergence, History, TrainingDiverged, evaluate, fit
 
 OPTIMIZERS = {"sgd": SGD, "nesterov": Nesterov, "adam": Adam}
 
@@ -68,6 +87,9 @@ class RunState:
     lr_bad_epochs: int = 0          # the same, reset by each lr decay (decay on plateau)
     items_per_s: list = field(default_factory=list)
     history: History = field(default_factory=History)
+    loss_first: float = None        # first and lowest training step loss: the divergence guard's record
+    loss_best: float = None
+    teacher_forcing: list = field(default_factory=list)   # scheduled sampling: eps at each epoch's last step
 
     def to_dict(self):
         d = asdict(self)
@@ -134,26 +156,70 @@ def checkpoint_path(target, prefer="best.npz"):
 
 
 def load_params(model, params, path):
-    """Copy checkpoint arrays into model.params; CheckpointError naming a missing key or bad shape."""
+    """Copy checkpoint arrays into model.params; CheckpointError naming a missing key, a bad shape, or a
+    parameter that holds NaN or inf (a checkpoint of a diverged run is not used)."""
+    check_finite(params, path)
     try:
         model.load_state_dict(params)
     except ValueError as err:
         raise CheckpointError(f"{path} does not fit the {type(model).__name__} it describes: {err}") from err
 
 
+SIZE_KEYS = ("D", "H", "p", "vocab_size", "layers", "embed_dim")   # model config values that size arrays
+
+
+def check_config_sizes(meta, entries, path):
+    """CheckpointError unless the header's model sizes fit the parameter arrays the file holds.
+
+    The model is built from its config before its parameters can be compared, so a forged
+    header (H = 10^9 in a small file) would allocate first.  Every size in the config (D, H, p,
+    vocab_size, layers, embed_dim) must be at most the largest dimension of the file's
+    parameter arrays (or their count) + 1, and their product at most 8 * layers times the
+    number of parameter values in the file (every model here has a weight array of that
+    product's size, deep NADE's W of product / layers).  The entries' shapes come from
+    :func:`scratchnade.checkpoint.inspect_checkpoint`, already checked against the file's size.
+    """
+    shapes = [shape for k, (shape, _) in entries.items() if k.startswith("param/")]
+    largest = max([d for shape in shapes for d in shape] + [len(shapes)], default=0)
+    total = sum(math.prod(shape) for shape in shapes)
+    sizes = {k: v for k, v in meta["config"].items()
+             if k in SIZE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k, v in sizes.items():
+        if not v <= largest + 1:
+            raise CheckpointError(f"{path}: its header says {k} = {v:,}, but no parameter array in the file is "
+                                  f"that large (largest dimension {largest:,}): refused before building the model")
+    layers = sizes.get("layers", 1)
+    if math.prod(sizes.values()) > 8 * max(1, layers) * max(1, total):
+        detail = ", ".join(f"{k} = {v:,}" for k, v in sizes.items())
+        raise CheckpointError(f"{path}: its header describes a model ({detail}) far larger than the "
+                              f"{total:,} parameter values the file holds: refused before building the model")
+
+
 def model_from_checkpoint(path, device=None):
-    """(meta, model) from a checkpoint file: the class and config it names, then its parameters."""
-    meta, params, _ = load_checkpoint(path)
+    """(meta, model) from a checkpoint file: the class and config it names, then its parameters.
+
+    Order: the entries' headers are validated (no array read), the header's sizes checked against
+    them (:func:`check_config_sizes`), the model built, the entries' shapes compared with its
+    parameters, and only then the arrays read; NaN / inf parameters are refused.
+    """
+    entries = inspect_checkpoint(path)
+    meta = load_checkpoint(path, arrays=False)[0]
     if not isinstance(meta.get("model"), str) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} is not a model checkpoint (no model class or config in its header)")
+    check_config_sizes(meta, entries, path)
     try:
         _, model = model_from_config(meta["model"], meta["config"], device)
     except ModelUnavailable as err:
         raise CheckpointError(f"{path} holds a {meta['model']}: {err}") from err
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path} holds a {meta['model']} that cannot be rebuilt: {err}") from err
+    _, params, _ = load_checkpoint(path, expect=_shapes(model))
     load_params(model, params, path)
     return meta, model
+
+
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.params.items()}
 
 
 def check_vocab(meta, data, path):
@@ -166,10 +232,12 @@ def check_vocab(meta, data, path):
 
 def restore(path, model, optimizer, data):
     """Load last.npz into a freshly built model and optimizer; return the RunState it holds."""
-    meta, params, optim = load_checkpoint(path)
+    meta = load_checkpoint(path, arrays=False)[0]              # headers only: validated, nothing read
     check_compatible(meta, model, path)
     check_vocab(meta, data, path)
+    meta, params, optim = load_checkpoint(path, expect=_shapes(model))
     load_params(model, params, path)
+    check_finite(optim, path, "optimizer array")
     o = meta.get("optimizer") or {}
     try:
         optimizer.load_state_dict({"type": o.get("type"), "hyper": o.get("hyper", {}), "t": o.get("t", 0),
@@ -236,13 +304,62 @@ def eval_batches(data, split, cfg, model, device):
     return list(minibatches(to_device(x, device), B, shuffle=False, dtype=model.dtype))
 
 
-def evaluate_split(model, data, split, cfg, mode="chunked", device=None):
-    """NLL of a split: {nll, unit, count, mode, p, ppl, bits, true_entropy} (ppl/bits for tokens)."""
-    out = {"split": split, "unit": data.unit, "mode": None, "p": None}
+def eval_mode(cfg, model):
+    """The evaluation mode of token model `model` under run config `cfg`.
+
+    cfg["eval_mode"] when set; else (absent or None) "stream" for a recurrent model that carries
+    its hidden state across batches (``carry_state``: it is trained that way, and stream is the
+    usual RNN language-model figure; chunked would restart every window from W_init), else
+    "chunked".
+    """
+    mode = cfg.get("eval_mode")
+    if mode:
+        return mode
+    return "stream" if getattr(model, "carry_state", False) and hasattr(model, "stream_log_prob") else "chunked"
+
+
+def validation_mode(cfg, model):
+    """The mode of the per-epoch validation: :func:`eval_mode`, except "sliding" (p times the cost
+    of chunked: kept for the final test) validates chunked."""
+    mode = eval_mode(cfg, model)
+    return "chunked" if mode == "sliding" else mode
+
+
+def _first_tokens(data, split, max_tokens):
+    """`data` with `split` cut to its first `max_tokens` tokens (a shallow copy; data itself unchanged)."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
+        raise UsageError(f"max_tokens (--max-tokens / --eval-tokens) must be a whole number >= 1, "
+                         f"got {max_tokens!r}")
+    if data.kind != "tokens":
+        raise UsageError(f"--max-tokens / --eval-tokens only applies to token data; {data.name} holds "
+                         f"{data.kind} data (every {data.unit} is scored)")
+    ids = data.split(split)
+    if max_tokens >= ids.size:
+        return data
+    return dataclasses.replace(data, **{split: ids[:int(max_tokens)]})
+
+
+def evaluate_split(model, data, split, cfg, mode=None, device=None, max_tokens=None):
+    """NLL of a split: {nll, unit, count, mode, p, ppl, bits, true_entropy, max_tokens} (ppl/bits for tokens).
+
+    mode : token data: "chunked", "sliding" or "stream"; None: :func:`eval_mode` (stream for a
+        recurrent model with carry_state, else chunked, unless cfg["eval_mode"] says otherwise)
+    max_tokens : token data: score only the first max_tokens tokens of the split (a quick
+        estimate on a big corpus; count says how many were scored, true_entropy is that of the
+        shorter stream).  Refused (UsageError) for binary and real data, whose examples are
+        always all scored; None: the whole split.
+    """
+    out = {"split": split, "unit": data.unit, "mode": None, "p": None, "max_tokens": max_tokens}
+    if max_tokens is not None:
+        data = _first_tokens(data, split, max_tokens)
     if data.kind == "tokens":
         from .evaluate import perplexity
-        r = perplexity(model, data.split(split), p=cfg["order"], batch_size=cfg["eval_batch_size"], mode=mode,
-                       device=device)
+        mode = mode or eval_mode(cfg, model)
+        ids, B = data.split(split), cfg["eval_batch_size"]
+        if mode == "stream" and ids.size < B:
+            raise UsageError(f"stream evaluation cuts the split into --eval-batch-size = {B} streams, but only "
+                             f"{ids.size:,} tokens are scored (--max-tokens / --eval-tokens): give at least {B}")
+        r = perplexity(model, ids, p=cfg["order"], batch_size=B, mode=mode, device=device)
         out.update(nll=r["nll"], ppl=r["ppl"], bits=r["bits"], count=r["tokens"], mode=mode, p=r["p"])
     else:
         x = data.split(split)
@@ -263,6 +380,7 @@ def write_config(run_dir, cfg):
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "valid_loss", "lr", "seconds", "items_per_s")
+SS_COLUMN = "teacher_forcing"       # scheduled-sampling runs only: eps at the epoch's last step
 
 
 def write_history(run_dir, state, data, plot=True, title=None, entropy=None):
@@ -271,14 +389,19 @@ def write_history(run_dir, state, data, plot=True, title=None, entropy=None):
     entropy: the source's true entropy on the validation split, drawn as a dashed line.
     """
     h = state.history
-    rows = zip(h.epoch, h.train_loss, h.valid_loss, h.lr, h.seconds, state.items_per_s)
+    columns, cols = HISTORY_COLUMNS, [h.epoch, h.train_loss, h.valid_loss, h.lr, h.seconds, state.items_per_s]
+    eps = _eps_column(state)
+    if eps is not None:
+        columns, cols = columns + (SS_COLUMN,), cols + [eps]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    w.writerows(rows)
+    w.writerow(columns)
+    w.writerows(zip(*cols))
     run_dir = Path(run_dir)
     _write_text(run_dir / "history.csv", buf.getvalue())
     doc = {**h.to_dict(), "items_per_s": state.items_per_s, "unit": f"nats per {data.unit}"}
+    if eps is not None:
+        doc[SS_COLUMN] = eps
     _write_text(run_dir / "history.json", json.dumps(doc, indent=1) + "\n")
     if plot and h.epoch:
         from .plots import learning_curves, save_figure
@@ -288,6 +411,15 @@ def write_history(run_dir, state, data, plot=True, title=None, entropy=None):
             ax.axhline(entropy, color="k", linestyle="--", linewidth=1, label=f"true entropy {entropy:.2f}")
             ax.legend()
         save_figure(fig, run_dir / "learning_curve.png")
+
+
+def _eps_column(state):
+    """Per-epoch eps aligned with the history (None before the run recorded it), or None without
+    scheduled sampling."""
+    eps = state.teacher_forcing
+    if not any(e is not None for e in eps):
+        return None
+    return [None] * (len(state.history.epoch) - len(eps)) + list(eps)
 
 
 # ----------------------------------------------------------------------------- the epoch loop
@@ -311,35 +443,89 @@ def lr_schedule(cfg, step0, steps_per_epoch):
     return multiplier
 
 
+def teacher_forcing_eps(model, step):
+    """Scheduled sampling: eps_i of `model` at training step i (``model.teacher_forcing()`` as it
+    reads while training); None for a model without a schedule."""
+    if getattr(model, "scheduled_sampling", None) is None or not hasattr(model, "teacher_forcing"):
+        return None
+    saved = model.train_step
+    model.train_step = max(0, int(step))
+    try:
+        with training_mode(model, True):
+            return float(model.teacher_forcing())
+    finally:
+        model.train_step = saved
+
+
+def make_validator(model, data, cfg, device):
+    """validate() -> the validation loss of the current parameters (see the module docstring)."""
+    if data.kind == "tokens":
+        mode, n = validation_mode(cfg, model), cfg.get("eval_tokens")
+
+        def validate():
+            return evaluate_split(model, data, "valid", cfg, mode=mode, device=device, max_tokens=n)["nll"]
+        validate.mode, validate.max_tokens = mode, n
+        if n is not None:
+            _first_tokens(data, "valid", n)                       # refuse a bad eval_tokens now
+        return validate
+    if cfg.get("eval_tokens") is not None:
+        _first_tokens(data, "valid", cfg["eval_tokens"])          # raises: tokens only
+    valid = eval_batches(data, "valid", cfg, model, device)
+
+    def validate():
+        return evaluate(model, valid)
+    validate.mode = validate.max_tokens = None
+    return validate
+
+
 def run_epoch(model, optimizer, data, cfg, state, valid, device, x=None):
-    """Train one epoch and update `state` (history, counters, lr decay); True if validation improved."""
+    """Train one epoch and update `state` (history, counters, lr decay); True if validation improved.
+
+    valid: a validate() -> loss function (:func:`make_validator`), or a list of validation batches.
+    """
     epoch = state.epoch + 1
+    if not callable(valid):
+        batches_ = valid
+        valid = lambda: evaluate(model, batches_)                # noqa: E731
     if hasattr(model, "reset_state"):
         model.reset_state()                                  # a carried RNN state starts fresh each epoch
     if hasattr(model, "train_step"):
         model.train_step = state.step                        # the scheduled-sampling clock (exact on resume)
     batches = train_batches(data, cfg, epoch, model, device, x)
     state.history.stopped_early, state.history.stop_reason = False, None
+    factor = cfg.get("diverge_factor", 100.0)
+    guard = Divergence(factor, state.loss_first, state.loss_best)
+    progress = cfg.get("progress")
     start = time.perf_counter()
     try:
-        h = fit(model, lambda _: batches, valid, optimizer, epochs=1,
+        h = fit(model, lambda _: batches, None, optimizer, epochs=1,
                 lr_schedule=lr_schedule(cfg, state.step, len(batches)), restore_best=False,
-                record_steps=False, progress=bool(cfg.get("progress")))
+                record_steps=False, progress=None if progress is None else bool(progress), divergence=guard)
+        v = valid()
     except TrainingDiverged as err:                          # fit counts this epoch as its first: renumber
-        loss = str(err).split(" at epoch")[0]                # "training loss is nan"
-        raise TrainingDiverged(f"{loss} at epoch {epoch}, step {err.step} of the epoch (step "
-                               f"{state.step + err.step} of the run)", epoch, state.step + err.step,
-                               err.history) from err
+        hint = f": {err.hint}" if err.hint and "batch holds NaN" in err.hint else ""
+        raise TrainingDiverged(f"{err.reason} at epoch {epoch}, step {err.step} of the epoch (step "
+                               f"{state.step + err.step} of the run){hint}", epoch, state.step + err.step,
+                               err.history, reason=err.reason, hint=err.hint,
+                               step_in_epoch=err.step) from err
+    except DOMAIN_ERRORS as err:                             # the validation after the epoch's last step
+        raise TrainingDiverged(f"the parameters left the model's domain ({err}) after epoch {epoch}", epoch,
+                               state.step + batches.batches, None, reason=str(err)) from err
     except ValueError as err:                                # the optimizer's check of the gradients
         if "NaN or inf" not in str(err):
             raise
         raise TrainingDiverged(f"{err} at epoch {epoch}", epoch, state.step + batches.batches, None) from err
     seconds = time.perf_counter() - start
-    v = h.valid_loss[-1]
     if v is not None and not math.isfinite(v):               # finite steps, but the parameters overflowed
         raise TrainingDiverged(f"validation loss is {v} after epoch {epoch}", epoch, state.step, h)
-    improved = v is not None and math.isfinite(v) and (state.best_valid is None or v < state.best_valid)
+    past = [u for u in state.history.valid_loss if u is not None]
+    why = Divergence(factor, past[0] if past else None, state.best_valid).check(v) if v is not None else None
+    if why is not None:
+        raise TrainingDiverged(f"{why.replace('training loss', 'validation loss', 1)} after epoch {epoch}", epoch,
+                               state.step + batches.batches, h, reason=why)
+    improved = v is not None and (state.best_valid is None or v < state.best_valid)
     state.epoch, state.step = epoch, state.step + batches.batches
+    state.loss_first, state.loss_best = guard.first, guard.best
     if improved:
         state.best_valid, state.best_epoch, state.bad_epochs, state.lr_bad_epochs = v, epoch, 0, 0
     else:
@@ -356,41 +542,57 @@ def run_epoch(model, optimizer, data, cfg, state, valid, device, x=None):
     hist.lr.append(h.lr[-1])
     hist.best_valid, hist.best_epoch = state.best_valid, state.best_epoch
     state.items_per_s.append(batches.items / max(batches.seconds, 1e-9))   # training only, no validation
+    eps = teacher_forcing_eps(model, state.step - 1)
+    if eps is not None or state.teacher_forcing:
+        state.teacher_forcing += [None] * (len(hist.epoch) - 1 - len(state.teacher_forcing)) + [eps]
     if cfg.get("patience") and state.bad_epochs >= cfg["patience"]:
         hist.stopped_early, hist.stop_reason = True, "patience"
     return improved
 
 
-def epoch_line(state, cfg, data, improved):
+def epoch_line(state, cfg, data, improved, mode=None, max_tokens=None):
+    """One line per epoch: losses (and for tokens the validation perplexity with its mode), lr, rate,
+    time, and the scheduled-sampling eps when the run uses it."""
     h = state.history
     unit = "tok" if data.kind == "tokens" else "ex"
+    v = h.valid_loss[-1]
+    valid = f"  valid {v:.4f}"
+    if data.kind == "tokens":
+        ppl = math.exp(v) if v < 700 else math.inf
+        scope = f", first {max_tokens:,} tokens" if max_tokens else ""
+        valid += f" (ppl {ppl:.2f}, {mode or 'chunked'}{scope})"
+    eps = state.teacher_forcing[-1] if state.teacher_forcing else None
     return (f"epoch {h.epoch[-1]:>3}/{cfg['epochs']}  train {h.train_loss[-1]:.4f}"
-            f"  valid {h.valid_loss[-1]:.4f}  lr {h.lr[-1]:.2e}  {state.items_per_s[-1]:,.0f} {unit}/s"
-            f"  {h.seconds[-1]:.1f} s"
+            + valid + f"  lr {h.lr[-1]:.2e}"
+            + (f"  eps {eps:.3f}" if eps is not None else "")
+            + f"  {state.items_per_s[-1]:,.0f} {unit}/s  {h.seconds[-1]:.1f} s"
             + ("  *best" if improved else ""))
 
 
 def train_loop(run_dir, model, optimizer, data, cfg, state, device, out=None):
     """Run epochs until cfg['epochs'] or early stopping, checkpointing after each one.
 
-    TrainingDiverged (a NaN/inf training or validation loss, or NaN/inf gradients) and
-    KeyboardInterrupt pass through; the checkpoints on disk are then those of the last
-    completed epoch.
+    TrainingDiverged (a NaN/inf training or validation loss, or NaN/inf gradients, a loss over
+    the ``diverge_factor`` rule, a domain error) and KeyboardInterrupt pass through; the
+    checkpoints on disk are then those of the last completed epoch.  UsageError for an
+    ``eval_tokens`` that cannot apply (binary / real data, not a whole number >= 1) comes
+    before the first epoch.
     """
     out = out or sys.stdout
     run_dir = Path(run_dir)
-    valid = eval_batches(data, "valid", cfg, model, device)
+    validate = make_validator(model, data, cfg, device)
     x = None if data.kind == "tokens" else to_device(data.train, device)
     title = f"{cfg['model']} on {data.name}"
-    entropy = data.true_entropy("valid", "chunked", cfg.get("order"))
+    shown = data if validate.max_tokens is None else _first_tokens(data, "valid", validate.max_tokens)
+    entropy = shown.true_entropy("valid", validate.mode or "chunked", cfg.get("order"), cfg.get("eval_batch_size"))
     patience = cfg.get("patience")
     while state.epoch < cfg["epochs"] and not (patience and state.bad_epochs >= patience):
-        improved = run_epoch(model, optimizer, data, cfg, state, valid, device, x)
+        improved = run_epoch(model, optimizer, data, cfg, state, validate, device, x)
         if improved:
             save_run(run_dir / "best.npz", model, optimizer, state, cfg, data)
         save_run(run_dir / "last.npz", model, optimizer, state, cfg, data)
         write_history(run_dir, state, data, plot=cfg.get("plot", True), title=title, entropy=entropy)
-        print(epoch_line(state, cfg, data, improved), file=out, flush=True)
+        print(epoch_line(state, cfg, data, improved, validate.mode, validate.max_tokens), file=out, flush=True)
         if state.history.stopped_early:
             print(f"early stop: no better validation loss for {patience} epochs "
                   f"(best {state.best_valid:.4f} at epoch {state.best_epoch})", file=out)

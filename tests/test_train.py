@@ -301,3 +301,60 @@ def test_with_scratchnade_optimizers(device):
                 epochs=3, progress=False)
         assert h.train_loss[-1] < h.train_loss[0] < math.log(2), type(opt).__name__
         assert device_of(model.params["W"]) == device
+
+
+# ----------------------------------------------------------------------------- progress, rate, summary (issue 15)
+
+def test_progress_defaults_to_a_bar_only_when_stderr_is_a_terminal(capsys, monkeypatch):
+    import sys
+    fit(LogReg(5), make_data(128), None, SGD(0.1), epochs=1)          # captured stderr: not a terminal
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    fit(LogReg(5), make_data(128), None, SGD(0.1), epochs=1)
+    assert "epoch 1" in capsys.readouterr().err
+    fit(LogReg(5), make_data(128), None, SGD(0.1), epochs=1, progress=False)   # asked: never
+    assert capsys.readouterr().err == ""
+
+
+class FakeClock:
+    """time.perf_counter that advances one second per call."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        self.t += 1.0
+        return self.t
+
+
+def test_the_rate_counts_examples_or_the_models_own_items(capsys, monkeypatch):
+    import scratchnade.train as train_module
+    from scratchnade.models.gaussian_ar import LinearGaussianAR
+    from scratchnade.models.nade import NADE
+    from scratchnade.models.recurrent_nade import RecurrentNADE
+    from scratchnade.train import batch_items
+    X = np.zeros((32, 5))
+    assert batch_items(LogReg(5), (X, np.zeros(32))) == 32                    # pairs, not 160 elements
+    assert batch_items(NADE(D=5, H=3), X) == 32                                # images, not 160 bits
+    assert batch_items(LinearGaussianAR(p=1), np.zeros((7, 50))) == 7         # sequences
+    assert batch_items(RecurrentNADE(5, H=3), np.zeros((6, 4), int)) == 24    # tokens: the loss's unit
+    assert batch_items(object(), 3.0) == 1
+    monkeypatch.setattr(train_module, "time", FakeClock())                     # step k ends k seconds in
+    fit(LogReg(5), make_data(128), None, SGD(0.1), epochs=1, progress=True)   # 4 batches of 32 pairs
+    err = capsys.readouterr().err
+    assert "items_per_s=32" in err and "items_per_s=160" not in err
+
+
+def test_history_prints_a_summary_not_every_step():
+    h = fit(LogReg(5), make_data(256, batch=16), make_data(256, flip=0.3, seed=1), SGD(0.05), epochs=50,
+            patience=3, progress=False)
+    text = repr(h)
+    assert str(h) == text and len(text) < 200 and "\n" not in text
+    assert text.startswith(f"History({len(h.epoch)} epochs, train loss {h.train_loss[0]:.4f} -> "
+                           f"{h.train_loss[-1]:.4f}, best valid {h.best_valid:.4f} at epoch {h.best_epoch}, "
+                           f"stopped: patience, {len(h.step_loss):,} step losses)")
+    assert f"{h.step_loss[5]}" not in text
+    done = fit(LogReg(5), make_data(64), None, SGD(0.1), epochs=1, progress=False, record_steps=False)
+    loss = f"{done.train_loss[0]:.4f}"
+    assert repr(done) == f"History(1 epoch, train loss {loss} -> {loss}, ran every epoch)"
+    assert repr(History()) == "History(no epochs)"

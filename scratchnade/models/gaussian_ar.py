@@ -32,6 +32,13 @@ from ..backend import asnumpy, device_of, get_xp, resolve_dtype, to_device
 from .base import Model
 
 STARTS = ("stationary", "conditional")
+
+
+class NonStationaryError(ValueError):
+    """rho outside the stationary region, where the stationary start does not exist.
+
+    A ValueError; ``scratchnade.train.fit`` reports one raised while training (a gradient step
+    that left the region) as :class:`scratchnade.train.TrainingDiverged`."""
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -444,8 +451,12 @@ class LinearGaussianAR(Model):
     per-sequence NLL.  dtype float32 (default) or float64; device as in scratchnade.backend.
 
     Gradient fitting of the stationary start: a large step (e.g. Adam with lr 0.05 from rho = 0)
-    can jump out of the stationary region, and the next loss raises ValueError; use a small
-    learning rate (~0.01), or fit with start="conditional", which accepts any rho.
+    can jump out of the stationary region, and the next loss raises NonStationaryError (which
+    ``fit`` and the command line report as divergence); use a small learning rate (~0.01), or
+    fit with start="conditional", which accepts any rho.
+
+    Data with NaN or inf (missing values) are refused: ``log_prob``, ``loss_and_grads`` and the
+    closed-form fit raise ValueError saying where the first one is.
     """
 
     def __init__(self, p=1, start="stationary", rho=None, mu=0.0, sigma=1.0, dtype=None, device=None):
@@ -527,10 +538,10 @@ def is_stationary(rho):
 
 
 def check_stationary(rho):
-    """Raise ValueError unless rho is stationary (the stationary start needs it)."""
+    """Raise NonStationaryError (a ValueError) unless rho is stationary (the stationary start needs it)."""
     if not is_stationary(rho):
         r = np.asarray(asnumpy(rho), dtype=np.float64).ravel()
-        raise ValueError(
+        raise NonStationaryError(
             f"rho = {r} is not stationary: a root of 1 - sum_k rho_k z^k lies on or inside the "
             "unit circle (for p = 1: |rho| >= 1), so the stationary start x_1..x_p ~ "
             "N(mu, sigma^2 Gamma) does not exist. Use start='conditional', or start gradient "
@@ -554,6 +565,15 @@ def _check_x(x, p, start):
     if start == "conditional" and T <= p:
         raise ValueError(f"start='conditional' conditions on the first p = {p} values, so it "
                          f"needs T > p, got T = {T}")
+    xp = get_xp(x)
+    if getattr(x.dtype, "kind", "f") in "fc":
+        finite = xp.isfinite(x)
+        if not bool(asnumpy(finite.all())):                  # one host sync per call
+            bad = asnumpy(~finite)
+            b, t = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"x holds {int(bad.sum())} NaN or inf value(s) (the first in sequence {b} "
+                             f"at t = {t}): missing values have no likelihood under the AR model; drop "
+                             f"or fill them first")
 
 
 def _as_data(x, rho, start):
