@@ -27,7 +27,19 @@ Classic L2 weight decay (the gradient of loss + wd/2 ||w||^2; for Adam this is n
 Global gradient-norm clipping over all parameter arrays k:
 
     total = sqrt(sum_k ||g_k||^2);    g_k <- g_k * max_norm / total    when total > max_norm
+
+Hyperparameters are checked when an optimizer is made, when a state_dict is loaded, and at every
+step (a schedule sets ``opt.lr`` between steps), before anything moves; ValueError names the
+value (:data:`HYPER_RANGES`):
+
+    lr, weight_decay    finite, >= 0          (lr = 0 is where a linear anneal ends)
+    momentum, betas     in [0, 1)
+    eps                 finite, > 0
+    clip                None or > 0 (inf: never clip)
 """
+import math
+import numbers
+
 import numpy as np
 
 from . import optim_host
@@ -148,6 +160,60 @@ def linear_anneal(progress, start=0.0):
     return min(1.0, max(0.0, 1.0 - progress) / (1.0 - start))
 
 
+# ----------------------------------------------------------------------------- hyperparameter checks
+
+HYPER_RANGES = {  # name: (test of a float value, what the value must be)
+    "lr": (lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    "weight_decay": (lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    "momentum": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "betas": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "eps": (lambda v: 0.0 < v < math.inf, "a finite number > 0"),
+    "clip": (lambda v: v > 0.0, "None or a number > 0"),
+}
+
+
+def _shown(value):
+    """A value for a message: nan, -0.1, inf for numbers (NumPy scalars too), repr otherwise."""
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool)) or (
+            isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
+        return repr(float(value))
+    return repr(value)
+
+
+def check_hyper(name, value, owner="optimizer"):
+    """Raise ValueError unless `value` is allowed for hyperparameter `name` (see HYPER_RANGES).
+
+    `betas` is a pair, each checked; `clip` may be None.  Returns nothing.
+    """
+    test, want = HYPER_RANGES[name]
+    if name == "clip" and value is None:
+        return
+    if name == "betas":
+        try:
+            pair = tuple(value)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2:
+            raise ValueError(f"{owner}: betas = {_shown(value)}; betas must be a pair (beta1, beta2), each "
+                             f"{want}")
+        for i, beta in enumerate(pair, 1):
+            check_hyper_value(f"beta{i}", beta, test, want, owner)
+        return
+    check_hyper_value(name, value, test, want, owner)
+
+
+def check_hyper_value(name, value, test, want, owner):
+    """ValueError naming `name` and `value` unless value is a real number (not a bool; a NumPy scalar
+    or 0-d array is one) passing `test`."""
+    ok = type(value) in (float, int) or (isinstance(value, numbers.Real) and not isinstance(value, bool)) or (
+        isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf")
+    if ok:
+        v = float(value)
+        ok = v == v and test(v)                        # v == v: False for NaN, which fails every test
+    if not ok:
+        raise ValueError(f"{owner}: {name} = {_shown(value)} is not allowed; {name} must be {want}")
+
+
 # ----------------------------------------------------------------------------- optimizers
 
 class Optimizer:
@@ -160,7 +226,9 @@ class Optimizer:
     - classic (coupled) L2 weight decay, ``weight_decay``: g <- g + weight_decay * w;
     - global gradient-norm clipping (``clip=max_norm``, see :func:`clip_grad_norm`), which
       scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does;
-    - ``lr``: a plain attribute, so a schedule can change it between steps;
+    - ``lr``: a plain attribute, so a schedule can change it between steps (every hyperparameter
+      is checked at construction and again at each step, so lr = NaN, inf or < 0 set by a
+      schedule is refused before the step moves anything: see :func:`check_hyper`);
     - ``state_dict()`` / ``load_state_dict(d)`` for checkpoints.
 
     Per-parameter state (velocity, Adam moments) is keyed by parameter name and created on the
@@ -201,10 +269,22 @@ class Optimizer:
         self.last_grad_norm = None         # global gradient norm before clipping
         self._scratch = {}                 # (device, dtype, slot) -> flat buffer
         self._host_state = False           # True after load_state_dict without params
+        if type(self).__init__ is Optimizer.__init__:  # subclasses with their own hyperparameters
+            self.check_hyper()                         # call check_hyper() once they are set
+
+    def check_hyper(self, when=""):
+        """Raise ValueError naming the value unless every hyperparameter is in range (HYPER_RANGES).
+
+        Called at construction, by load_state_dict and at the start of every step (a few float
+        comparisons: a schedule may have set ``lr`` to NaN or a negative number since the last one).
+        """
+        for name in ("lr", "weight_decay", "clip", *self.hyper_names):
+            check_hyper(name, getattr(self, name), type(self).__name__ + when)
 
     # --- one step -------------------------------------------------------------
     def step(self, params, grads):
         """Update every array of `params` in place from `grads` (same keys and shapes)."""
+        self.check_hyper(f" step {self.t + 1}")
         check_match(params, grads)
         if self._host_state:
             self._place_state(params)
@@ -309,6 +389,8 @@ class Optimizer:
             if set(st) != set(self.state_names):
                 raise ValueError(f"state of {name!r} has {sorted(st)}, expected {list(self.state_names)}")
         for k, v in d["hyper"].items():
+            check_hyper(k, v, f"{type(self).__name__} state_dict")
+        for k, v in d["hyper"].items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
         self.t = int(d["t"])
         self.state, self._host_state = state, True
@@ -351,6 +433,7 @@ class Nesterov(Optimizer):
     def __init__(self, lr, momentum=0.9, weight_decay=0.0, clip=None):
         super().__init__(lr, weight_decay, clip)
         self.momentum = momentum
+        self.check_hyper()
 
     def _update(self, w, g, state):
         nesterov_update(w, g, state["v"], self.lr, self.momentum)
@@ -372,8 +455,10 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip=None):
         super().__init__(lr, weight_decay, clip)
+        check_hyper("betas", betas, type(self).__name__)
         self.betas = tuple(betas)
         self.eps = eps
+        self.check_hyper()
 
     def _update(self, w, g, state):
         beta1, beta2 = self.betas

@@ -8,19 +8,34 @@ Pass ``ax=`` to draw into an axes of your own (e.g. from ``plt.subplots``); the 
 returns ``ax.figure``.
 
 Arrays may live on any device: they are copied to the host with ``backend.asnumpy``.
+
+Layout rules every function keeps (tests/test_plots.py renders each one and checks them):
+titles and long labels are wrapped to the width they have, so nothing is clipped even on a
+small image; a shaded band says what it is in the legend; a legend with many or long entries
+sits outside the axes (below), a short one at "best" inside with a frame, never over a curve.
+Numbers go into titles through :func:`format_values` ("rho = 0.799", "rho = (0.5, 0.2)").
 """
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rcParams
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from .backend import asnumpy
 from .data.download import atomic_write
 from .scheduled_sampling import SCHEDULES, teacher_forcing_schedule
 
 PAD_VALUE = 0.5   # grey separators between tiles, distinct from black (0) and white (1) pixels
+MIN_IMAGE_WIDTH = 2.5   # inches: a mosaic of one or two images still gets a readable title
+CHAR_EM = 0.62          # width of an average character in ems (DejaVu Sans is about 0.56): wrapping margin
+TITLE_SIZE = 12         # points (matplotlib's default axes title size)
 
 
 def _axes(ax, figsize):
@@ -29,6 +44,77 @@ def _axes(ax, figsize):
         return ax.figure, ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
+
+
+def format_values(name, values, digits=3):
+    """``name = v`` for one value, ``name = (v1, v2)`` for several: "rho = 0.799", never "rho = (0.799)".
+
+    values : a number or a 1-D sequence / array (any device); digits : decimals shown.
+    """
+    v = np.atleast_1d(asnumpy(values)).ravel().tolist()
+    text = ", ".join(f"{x:.{digits}f}" for x in v)
+    return f"{name} = {text}" if len(v) == 1 else f"{name} = ({text})"
+
+
+def wrap_text(text, width_in, fontsize=TITLE_SIZE):
+    """`text` with line breaks so that each line fits `width_in` inches at `fontsize` points.
+
+    Existing line breaks are kept; a word longer than a line is broken.  Returns the text.
+    """
+    chars = max(8, int(width_in * 72 / (fontsize * CHAR_EM)))
+    return "\n".join(textwrap.fill(line, chars) if line else line for line in str(text).split("\n"))
+
+
+def _width_in(ax):
+    """Inches a title or x label of `ax` may span: its cell of the figure's grid (the whole figure
+    for a lone axes), less a margin; the axes' own width for axes placed by hand."""
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return ax.get_position().width * ax.figure.get_figwidth()
+    ncols = spec.get_gridspec().ncols
+    cols = spec.colspan
+    return ax.figure.get_figwidth() * (cols.stop - cols.start) / ncols - 0.3
+
+
+def _title(ax, title, fontsize=TITLE_SIZE):
+    """Set the axes title wrapped to the axes width; returns the number of lines (0 without a title)."""
+    if not title:
+        return 0
+    text = wrap_text(title, _width_in(ax), fontsize)
+    ax.set_title(text, fontsize=fontsize)
+    return text.count("\n") + 1
+
+
+def _image_figure(ax, grid, title, extra_lines=0, extra_size=8):
+    """Figure and axes for a mosaic `grid`: 30 pixels an inch, at least MIN_IMAGE_WIDTH wide, with
+    room for the wrapped title and `extra_lines` of `extra_size`-point text (an x label)."""
+    width = max(grid.shape[1] / 30, MIN_IMAGE_WIDTH)
+    lines = wrap_text(title, width - 0.3).count("\n") + 1 if title else 0
+    image = (width - 0.1) * grid.shape[0] / grid.shape[1]       # the mosaic fills the width, aspect kept
+    height = image + 0.15 + lines * TITLE_SIZE * 1.45 / 72 + extra_lines * extra_size * 1.5 / 72
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = _axes(None, figsize=(width, height))
+    ax.set_anchor("S")      # any slack of the fixed-aspect image goes above it, where the title is
+    return fig, ax
+
+
+def _legend_below(ax, ncol=1, fontsize=7, **kw):
+    """A framed legend under the axes, below its tick labels and x label: it covers no curve and no text.
+
+    Call it after the x label is set: the gap is measured in points from the label's lines and
+    font sizes, so it holds for any axes height.
+    """
+    label = ax.xaxis.label
+    lines = label.get_text().count("\n") + 1 if label.get_text() else 0
+    ticks = ax.xaxis.get_ticklabels()
+    tick_size = ticks[0].get_fontsize() if ticks else rcParams["xtick.labelsize"]
+    tick_size = FontProperties(size=tick_size).get_size_in_points()
+    gap = (rcParams["xtick.major.size"] + rcParams["xtick.major.pad"] + 1.25 * tick_size
+           + rcParams["axes.labelpad"] + 1.25 * lines * label.get_fontsize() + 4)
+    anchor = offset_copy(ax.transAxes, fig=ax.figure, y=-gap, units="points")
+    return ax.legend(fontsize=fontsize, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=anchor,
+                     ncol=ncol, frameon=True, **kw)
 
 
 def tile_images(images, shape=(28, 28), ncols=10, pad=1, pad_value=PAD_VALUE):
@@ -54,12 +140,11 @@ def tile_images(images, shape=(28, 28), ncols=10, pad=1, pad_value=PAD_VALUE):
 
 
 def _show(ax, grid, title):
-    """Draw a mosaic on `ax` in greys (0 black, 1 white), without ticks."""
+    """Draw a mosaic on `ax` in greys (0 black, 1 white), without ticks; the title wrapped to fit."""
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    if title:
-        ax.set_title(title)
+    _title(ax, title)
 
 
 def image_grid(images, shape=(28, 28), ncols=10, title=None, ax=None):
@@ -72,7 +157,7 @@ def image_grid(images, shape=(28, 28), ncols=10, title=None, ax=None):
     Returns the Figure (one axes, one image: the (rows, ncols) mosaic of :func:`tile_images`).
     """
     grid = tile_images(images, shape, ncols)
-    fig, ax = _axes(ax, figsize=(grid.shape[1] / 30, grid.shape[0] / 30 + (0.4 if title else 0)))
+    fig, ax = _image_figure(ax, grid, title)
     _show(ax, grid, title)
     return fig
 
@@ -96,7 +181,10 @@ def completion_grid(originals, completions, n_given_rows=14, shape=(28, 28), gro
     per_row = groups_per_row or max(1, 10 // (K + 1))
     tiles = np.concatenate([x, y], axis=1).reshape(-1, h * w)    # (N*(K+1), D): group by group
     grid = tile_images(tiles, shape, ncols=per_row * (K + 1), pad=pad)
-    fig, ax = _axes(ax, figsize=(grid.shape[1] / 30, grid.shape[0] / 30 + 0.6))
+    xlabel = (f"each group: original, then {K} completion{'s' if K > 1 else ''}; "
+              f"above the red line: the {n_given_rows} given rows")
+    width = max(grid.shape[1] / 30, MIN_IMAGE_WIDTH)
+    fig, ax = _image_figure(ax, grid, title, wrap_text(xlabel, width - 0.3, 8).count("\n") + 1)
     _show(ax, grid, title)
     r, c = divmod(np.arange(x.shape[0]), per_row)                                # mosaic row / group slot of each group
     y_line = pad + r * (h + pad) + n_given_rows - 0.5            # last given row | first sampled row
@@ -106,17 +194,18 @@ def completion_grid(originals, completions, n_given_rows=14, shape=(28, 28), gro
     x_sep = c[inner] * (K + 1) * (w + pad) + (pad - 1) / 2      # the pad column between two groups
     ax.vlines(x_sep, r[inner] * (h + pad) - 0.5, (r[inner] + 1) * (h + pad) + pad - 0.5,
               colors="tab:orange", linewidth=3)
-    ax.set_xlabel(f"each group: original, then {K} completion{'s' if K > 1 else ''}; "
-                  f"above the red line: the {n_given_rows} given rows", fontsize=8)
+    ax.set_xlabel(wrap_text(xlabel, _width_in(ax), 8), fontsize=8)
     return fig
 
 
-def learning_curves(history, title=None, ylabel="NLL (nats)", ax=None):
+def learning_curves(history, title=None, ylabel="NLL (nats)", ax=None, reference=None):
     """Training and validation loss against epoch, with the best validation epoch marked.
 
     history : dict with lists 'epoch', 'train_loss' and 'valid_loss' (None entries, e.g. no
               validation, are skipped), or a train.History (anything with to_dict())
-    Returns the Figure (one axes; a line per curve present).
+    reference : optional (value, label): a dashed horizontal line, e.g. (entropy, "true entropy 1.23")
+    Returns the Figure (one axes; a line per curve present).  The legend sits at "best" with a
+    frame (the curves fall from the top left, so it finds an empty corner).
     """
     h = history.to_dict() if hasattr(history, "to_dict") else history
     fig, ax = _axes(ax, figsize=(5, 3.5))
@@ -128,13 +217,14 @@ def learning_curves(history, title=None, ylabel="NLL (nats)", ax=None):
     if valid:
         v, e = min(valid)
         ax.plot([e], [v], "o", mfc="none", color="k", label=f"best valid {v:.2f} (epoch {e})")
+    if reference is not None:
+        ax.axhline(reference[0], color="k", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
+    ax.legend(loc="best", frameon=True, framealpha=0.9)
+    _title(ax, title)
     return fig
 
 
@@ -172,9 +262,10 @@ def k_step_errors(result, closed_form=None, title=None, ax=None):
     result : a sampling.KStepError (k, teacher_forced, free_running, sample_var, stationary_var)
     closed_form : (K,) sigma^2 (1 - rho^2k) / (1 - rho^2) from sampling.ar_k_step_error_closed_form
     Returns the Figure: markers for the two empirical curves, a line for the closed form, a
-    dashed line at the one-step (teacher-forced) error and a dotted one at the stationary variance.
+    dashed line at the one-step (teacher-forced) error and a dotted one at the stationary variance;
+    the legend below the axes.  Put numbers in the title with :func:`format_values`.
     """
-    fig, ax = _axes(ax, figsize=(5.5, 3.8))
+    fig, ax = _axes(ax, figsize=(5.5, 4.8))
     k = np.asarray(result.k)
     ax.plot(k, result.free_running, "o", ms=4, label="free running: forecast fed its own predictions (MSE)")
     ax.plot(k, result.sample_var, "x", ms=5, label="free running: variance of sampled paths")
@@ -183,14 +274,14 @@ def k_step_errors(result, closed_form=None, title=None, ax=None):
                 label=r"closed form $\sigma^2(1-\rho^{2k})/(1-\rho^2)$")
     ax.plot(k, result.teacher_forced, "--", color="tab:green", label="teacher forced: one-step MSE")
     ax.axhline(result.stationary_var, color="grey", ls=":", label=r"stationary variance $\gamma_0$")
-    ax.set_xlabel("steps ahead k (the model conditions on its own output for k - 1 steps)")
+    ax.set_xlabel(wrap_text("steps ahead k (the model conditions on its own output for k - 1 steps)",
+                            _width_in(ax), FontProperties(size=rcParams["axes.labelsize"]).get_size_in_points()))
     ax.set_ylabel("squared error")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
+    _legend_below(ax)
+    _title(ax, title)
     return fig
 
 
@@ -202,10 +293,11 @@ def position_nll_curves(result, smooth=1, reference="reference", title=None, ax=
              means); the prompt and the sampled part are smoothed apart, so the jump stays sharp
     reference : name of the reference model in the legend (e.g. "4-gram")
     Returns the Figure: the model's teacher-forced NLL on real text, the reference's NLL on
-    the same real text and on the model's samples (with +-2 standard-error bands), and the
-    model's own NLL of its samples; a vertical line where a real prompt ends.
+    the same real text and on the model's samples (each with a shaded band of +-2 standard
+    errors of the mean over the n windows, named in the legend), and the model's own NLL of its
+    samples; a vertical line where a real prompt ends.  The legend sits below the axes.
     """
-    fig, ax = _axes(ax, figsize=(6, 4))
+    fig, ax = _axes(ax, figsize=(6, 5))
     t = np.asarray(result.t)
     cut = result.prompt_len
 
@@ -217,20 +309,28 @@ def position_nll_curves(result, smooth=1, reference="reference", title=None, ax=
              ("reference_samples", "reference_samples_se", f"{reference} on the model's samples", "tab:red", "-"),
              ("model_data", None, "model on real text (teacher forced)", "tab:blue", "-"),
              ("model_samples", None, "model on its own samples", "tab:blue", "--"))
+    n = result.real.shape[1] if getattr(result, "real", None) is not None else None
+    band = f"shaded bands: \u00b12 standard errors of the mean over {'the' if n is None else f'{n:,}'} windows"
+    handles, labels = [], []
     for key, se_key, label, color, ls in lines:
         y = smoothed(getattr(result, key))
-        ax.plot(t, y, ls, color=color, lw=1.2, label=label)
+        line, = ax.plot(t, y, ls, color=color, lw=1.2)
+        handle = line
         if se_key is not None:
             se = smoothed(getattr(result, se_key)) / np.sqrt(max(1, smooth))
             ax.fill_between(t, y - 2 * se, y + 2 * se, color=color, alpha=0.15, lw=0)
+            handle = (Patch(color=color, alpha=0.15, lw=0), line)      # the entry shows the band
+        handles.append(handle)
+        labels.append(label)
     if result.prompt_len:
-        ax.axvline(result.prompt_len + 0.5, color="grey", lw=1, ls=":", label="end of the real prompt")
+        handles.append(ax.axvline(result.prompt_len + 0.5, color="grey", lw=1, ls=":"))
+        labels.append("end of the real prompt")
     ax.set_xlabel("position t in the sequence")
     ax.set_ylabel("NLL (nats per token)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left" if result.prompt_len >= 20 else "best")   # above a long prompt: empty
-    if title:
-        ax.set_title(title)
+    _legend_below(ax, ncol=2, handles=handles, labels=labels, handler_map={tuple: HandlerTuple(ndivide=1)},
+                  title=band, title_fontsize=7)
+    _title(ax, title)
     return fig
 
 
@@ -247,9 +347,8 @@ def position_curves(curves, ylabel, title=None, ax=None):
     ax.set_xlabel("position t (bin centre)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))   # below: flat curves fill the axes
-    if title:
-        ax.set_title(title)
+    _legend_below(ax)                                   # below: flat curves fill the axes
+    _title(ax, title)
     return fig
 
 
@@ -271,7 +370,6 @@ def teacher_forcing_schedules(n_steps, schedules=None, title=None, ax=None):
     ax.set_ylabel(r"$\epsilon_i$ = P(feed the real token)")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)   # below: no curve hidden
-    if title:
-        ax.set_title(title)
+    _legend_below(ax, ncol=2)                           # below: no curve hidden
+    _title(ax, title)
     return fig

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scratchnade.backend import asnumpy, device_of, get_xp, to_device
-from scratchnade.data.download import ChecksumError, MissingDataError
+from scratchnade.data.download import ChecksumError, DataFileError, MissingDataError
 from scratchnade.data import text as tx
 from scratchnade.data.text import (EOS, UNK, Vocabulary, check_ids, chunk, load_ptb,
                                    load_shakespeare_char, load_wikitext2, sliding_windows,
@@ -143,6 +143,40 @@ def test_own_corpus_files(tmp_path):
     assert c.test.tolist() == [1, 3, 0]
     with pytest.raises(FileNotFoundError):
         tx.load_text_corpus(tmp_path / "nope", *paths[1:])
+
+
+@pytest.mark.parametrize("level", ["word", "char"])
+@pytest.mark.parametrize("prefix", [b"ab\nba\n", b"ab cd\n" * 40_000])   # the bad byte in the first / a later read
+def test_text_that_is_not_utf8_names_the_file_byte_and_line(tmp_path, level, prefix):
+    good = [tmp_path / "tr.txt", tmp_path / "te.txt"]
+    for path in good:
+        path.write_bytes(b"ab\nba\n")
+    bad = tmp_path / "va.txt"
+    bad.write_bytes(prefix + "caf\u00e9\n".encode("latin-1"))        # a Latin-1 e-acute: 0xe9
+    offset, line = len(prefix) + 3, prefix.count(b"\n") + 1
+    with pytest.raises(DataFileError) as err:
+        tx.load_text_corpus(good[0], bad, good[1], level=level)
+    msg = str(err.value)
+    assert isinstance(err.value, ValueError) and "\n" not in msg
+    assert msg.startswith(f"{bad} is not UTF-8 text: byte {offset:,} (line {line}) is b'\\xe9'")
+
+
+@pytest.mark.parametrize("load, folder, name", [
+    (load_ptb, "ptb", "ptb.test.txt"),
+    (load_wikitext2, "wikitext-2", "wiki.train.tokens"),
+    (load_shakespeare_char, "tinyshakespeare", "input.txt"),
+])
+def test_corpus_files_that_are_not_utf8_name_the_file(tmp_path, load, folder, name):
+    """The published files are sha256-checked first; a modified copy (verify=False) is decoded."""
+    files = {"ptb": ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"],
+             "wikitext-2": ["wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"],
+             "tinyshakespeare": ["input.txt"]}[folder]
+    (tmp_path / folder).mkdir()
+    for f in files:
+        (tmp_path / folder / f).write_bytes(b"a b c\n" * 50)
+    (tmp_path / folder / name).write_bytes(b"a b\n\xff\xfe c\n")
+    with pytest.raises(DataFileError, match=f"{name} is not UTF-8 text: byte 4 \\(line 2\\) is b'\\\\xff'"):
+        load(tmp_path, verify=False)
 
 
 # ----------------------------------------------------------------------------- tokenisation

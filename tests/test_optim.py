@@ -473,6 +473,100 @@ def test_load_state_dict_errors_are_clear():
         lazy.step({"V": np.zeros(2)}, {"V": np.zeros(2)})
 
 
+# ----------------------------------------------------------------------------- hyperparameter ranges
+
+MAKERS = {"SGD": lambda **kw: SGD(**{"lr": 0.1, **kw}), "Nesterov": lambda **kw: Nesterov(**{"lr": 0.1, **kw}),
+          "Adam": lambda **kw: Adam(**kw)}
+BAD_COMMON = [("lr", np.nan, "nan"), ("lr", np.inf, "inf"), ("lr", -np.inf, "-inf"), ("lr", -0.1, "-0.1"),
+              ("lr", np.float32(-1e-3), "-0.0010000000474974513"), ("lr", "fast", "'fast'"), ("lr", None, "None"),
+              ("lr", True, "True"), ("lr", np.array(-1.0), "-1.0"), ("lr", np.array([0.1]), "array([0.1])"),
+              ("weight_decay", -1e-4, "-0.0001"), ("weight_decay", np.nan, "nan"),
+              ("weight_decay", np.inf, "inf"), ("clip", 0.0, "0.0"), ("clip", -1.0, "-1.0"), ("clip", np.nan, "nan")]
+BAD_OWN = {"SGD": [],
+           "Nesterov": [("momentum", -0.1, "-0.1"), ("momentum", 1.0, "1.0"), ("momentum", 1.5, "1.5"),
+                        ("momentum", np.nan, "nan")],
+           "Adam": [("betas", (0.9, 1.0), "beta2 = 1.0"), ("betas", (-0.1, 0.999), "beta1 = -0.1"),
+                    ("betas", (np.nan, 0.999), "beta1 = nan"), ("betas", (0.9,), "betas = (0.9,)"),
+                    ("betas", 0.9, "betas = 0.9"), ("eps", 0.0, "0.0"), ("eps", -1e-8, "-1e-08"),
+                    ("eps", np.nan, "nan"), ("eps", np.inf, "inf")]}
+CASES = [(kind, name, value, shown) for kind in MAKERS for name, value, shown in BAD_COMMON + BAD_OWN[kind]]
+
+
+def _expected(name, shown):
+    return shown if " = " in shown else f"{name} = {shown}"
+
+
+@pytest.mark.parametrize("kind, name, value, shown", CASES)
+def test_out_of_range_hyperparameters_are_refused_at_construction(kind, name, value, shown):
+    with pytest.raises(ValueError) as err:
+        MAKERS[kind](**{name: value})
+    msg = str(err.value)
+    assert msg.startswith(f"{kind}: {_expected(name, shown)}") and "\n" not in msg
+    assert "NaN or inf" not in msg          # runs.py reads that phrase as a diverged gradient
+
+
+@pytest.mark.parametrize("kind, name, value, shown", CASES)
+@pytest.mark.parametrize("host_kernels", [True, False])
+def test_hyperparameters_set_between_steps_are_refused_before_anything_moves(kind, name, value, shown,
+                                                                           host_kernels):
+    """A schedule sets opt.lr (or anything else) between steps: the next step refuses it."""
+    params, grads = random_problem(3)
+    opt = MAKERS[kind](clip=10.0)
+    opt.host_kernels = host_kernels
+    opt.step(params, grads[0])
+    before = {k: v.copy() for k, v in params.items()}
+    state = {k: {s: a.copy() for s, a in st.items()} for k, st in opt.state.items()}
+    setattr(opt, name, value)
+    with pytest.raises(ValueError) as err:
+        opt.step(params, grads[1])
+    assert str(err.value).startswith(f"{kind} step 2: {_expected(name, shown)}")
+    assert opt.t == 1
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+        for s, a in opt.state[k].items():
+            np.testing.assert_array_equal(a, state[k][s])
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.0), lambda: Nesterov(np.float32(0.0), momentum=np.array(0.0)),
+                                  lambda: Adam(0.0, betas=(0.0, 0.0), eps=1e-300, weight_decay=0.0, clip=np.inf)])
+def test_the_edges_of_the_ranges_are_allowed(make):
+    """lr = 0 (where a linear anneal ends), momentum and betas 0, clip inf (never clip)."""
+    params, grads = random_problem(1)
+    before = {k: v.copy() for k, v in params.items()}
+    make().step(params, grads[0])
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])     # lr = 0: nothing moves
+
+
+def test_a_schedule_that_returns_nan_stops_fit_with_the_value_named():
+    from scratchnade.train import fit
+
+    class Quadratic:
+        params = {"w": np.ones(2)}
+
+        def loss_and_grads(self, batch):
+            return float(self.params["w"] @ self.params["w"]), {"w": 2 * self.params["w"]}
+
+    model = Quadratic()
+    with pytest.raises(ValueError, match="SGD step 3: lr = nan is not allowed"):
+        fit(model, [0] * 5, None, SGD(0.1), epochs=1, lr_schedule=lambda step: [1.0, 0.5, np.nan][min(step, 2)],
+            progress=False)
+    np.testing.assert_allclose(model.params["w"], 0.8 * 0.9 * np.ones(2))     # two good steps, then none
+
+
+def test_load_state_dict_refuses_hyperparameters_out_of_range():
+    params, grads = random_problem(1)
+    opt = Adam()
+    opt.step(params, grads[0])
+    d = opt.state_dict()
+    twin = Adam(0.5)
+    for bad, match in (({"lr": float("nan")}, "lr = nan"), ({"betas": [0.9, 1.5]}, "beta2 = 1.5"),
+                       ({"eps": -1.0}, "eps = -1.0")):
+        with pytest.raises(ValueError, match=f"Adam state_dict: {match}"):
+            twin.load_state_dict({**d, "hyper": {**d["hyper"], **bad}})
+        assert twin.lr == 0.5 and twin.t == 0 and twin.state == {}   # nothing was loaded
+
+
 # ----------------------------------------------------------------------------- devices
 
 @pytest.mark.parametrize("make", [lambda: SGD(0.1, weight_decay=0.01, clip=1.0),

@@ -38,6 +38,7 @@ SHA256 = {  # sha256 of each uint8 array's raw C-order bytes (shared/data/binari
     "valid": "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e",
     "test": "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
 }
+MAX_SPLIT_BYTES = 256 << 20  # a split is refused from its header above this (train: 50000 x 784 = 37 MiB)
 SUBDIR, FILENAME = "binarized-mnist", "binarized_mnist.npz"
 AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{split}.amat"
 
@@ -75,6 +76,23 @@ def check_split(split, x, check_counts=True, verify=True):
                                    f"data: sha256 {actual}, expected {SHA256[split]}")
 
 
+def check_header(split, shape, dtype, check_counts=True):
+    """Raise ValueError unless a .npy header's `shape` and `dtype` fit `split` (before it is read).
+
+    uint8 (or bool) of shape (N, 784); N the published count when `check_counts`, else at most
+    MAX_SPLIT_BYTES // 784 images.
+    """
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.bool_)):
+        raise ValueError(f"binarized MNIST split {split!r} has dtype {dtype}; expected uint8 (0/1 pixels)")
+    if len(shape) != 2 or shape[1] != D:
+        raise ValueError(f"binarized MNIST split {split!r} has shape {shape}; expected (N, {D})")
+    if check_counts and shape[0] != COUNTS[split]:
+        raise ValueError(f"binarized MNIST split {split!r} has {shape[0]} images; expected {COUNTS[split]}")
+    if shape[0] * D > MAX_SPLIT_BYTES:
+        raise ValueError(f"binarized MNIST split {split!r} declares {shape[0]:,} images, more than the "
+                         f"{MAX_SPLIT_BYTES // D:,} a split may have (MAX_SPLIT_BYTES)")
+
+
 def load_binarized_mnist(data_dir=None, download=False, dtype=np.uint8, verify=True, check_counts=True):
     """Load binarized MNIST as a dict of host arrays.
 
@@ -90,6 +108,12 @@ def load_binarized_mnist(data_dir=None, download=False, dtype=np.uint8, verify=T
     -------
     dict with 'train' (50000, 784), 'valid' (10000, 784), 'test' (10000, 784), values in {0, 1}.
     Raises MissingDataError when the file is absent and `download` is False.
+
+    The .npz is checked from its headers before any array is read or inflated
+    (:func:`scratchnade.data.download.read_npz` with :func:`check_header`): exactly the arrays
+    train, valid and test, uint8, (N, 784), N the published count (`check_counts`) and at most
+    MAX_SPLIT_BYTES inflated, so a damaged file, a decompression bomb or a header claiming a
+    huge shape raises DataFileError (a ValueError) naming the file, without the memory.
     """
     path = binarized_mnist_path(data_dir)
     if not path.is_file():
@@ -97,11 +121,8 @@ def load_binarized_mnist(data_dir=None, download=False, dtype=np.uint8, verify=T
             raise dl.MissingDataError(path, "call scratchnade.data.binary.download_binarized_mnist"
                                             "(data_dir) or load_binarized_mnist(download=True)")
         download_binarized_mnist(data_dir)
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [s for s in SPLITS if s not in npz.files]
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {missing}; it has {npz.files}")
-        data = {s: npz[s] for s in SPLITS}
+    data = dl.read_npz(path, SPLITS, lambda split, shape, dtype: check_header(split, shape, dtype, check_counts),
+                       max_entry_bytes=MAX_SPLIT_BYTES, max_total_bytes=3 * MAX_SPLIT_BYTES)
     for split, x in data.items():
         check_split(split, x, check_counts, verify)
     return {split: x.astype(dtype, copy=False) for split, x in data.items()}

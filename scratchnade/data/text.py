@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import asnumpy, to_device
-from .download import (ChecksumError, MissingDataError, atomic_write, sha256_file,
+from .download import (ChecksumError, MissingDataError, atomic_write, read_text, sha256_file,
                        data_dir as _data_dir, download as _download)
 # (not `from . import download`: the package's `download` attribute is the function, not the module)
 
@@ -245,13 +245,19 @@ def make_corpus(name, level, texts):
 
 
 def _read(path, level):
-    """Text of a corpus file: UTF-8, universal newlines for words, every character kept for chars."""
-    with open(path, encoding="utf-8", newline=None if level == "word" else "") as f:
-        return f.read()
+    """Text of a corpus file: UTF-8, universal newlines for words, every character kept for chars.
+
+    A file that is not UTF-8 raises DataFileError (a ValueError) naming the file and the byte.
+    """
+    return read_text(path, newline=None if level == "word" else "")
 
 
 def load_text_corpus(train, valid, test, level="word", name="custom"):
-    """Load your own corpus from three text files (paths), tokenised as the module docstring says."""
+    """Load your own corpus from three text files (paths), tokenised as the module docstring says.
+
+    The files must be UTF-8: another encoding raises DataFileError (a ValueError) naming the
+    file, the byte offset and the line of the first byte that is not UTF-8.
+    """
     paths = {"train": train, "valid": valid, "test": test}
     for path in paths.values():
         if not Path(path).is_file():
