@@ -89,9 +89,40 @@ print("log p of the first three sequences:", mine[:3])
 
 # %%
 ref = truth.log_prob(x)
+assert np.shape(mine) == (B,), f"ar1_log_prob should return one number per sequence, shape ({B},), got {np.shape(mine)}"
+
+# Probes: fresh data and parameters (none 0 or 1), the caller's x compared before and after, then every term on its own.
+probe = np.random.default_rng(11).normal(1.0, 1.5, size=(4, 6))
+rho_c, mu_c, sigma_c = 0.6, 1.5, 0.7
+model_c = LinearGaussianAR(p=1, rho=[rho_c], mu=mu_c, sigma=sigma_c, dtype=np.float64)
+before = probe.copy()
+got = ar1_log_prob(probe, rho_c, mu_c, sigma_c)
+assert np.array_equal(probe, before), "ar1_log_prob changed its input x: compute with new arrays, never assign into x"
+assert np.shape(got) == (4,), f"ar1_log_prob should return shape (B,) = (4,), got {np.shape(got)}"
+start = ar1_log_prob(probe[:, :1], rho_c, mu_c, sigma_c)             # T = 1: the start term alone
+start_ref = model_c.log_prob(probe[:, :1])
+if not np.allclose(start, start_ref, atol=1e-10):
+    if np.allclose(start, 0):
+        hint = "it is missing: add log N(x_1; mu, sigma^2/(1-rho^2))"
+    elif np.allclose(start, gauss_logpdf(probe[:, 0], mu_c, sigma_c**2)):
+        hint = "it uses the conditional variance sigma^2; the stationary start has variance sigma^2/(1-rho^2)"
+    else:
+        hint = "it should be log N(x_1; mu, sigma^2/(1-rho^2))"
+    raise AssertionError(f"the start term (a sequence of length T = 1) differs from LinearGaussianAR.log_prob: {hint}")
+for t in range(1, probe.shape[1]):                                   # the term of x_{t+1}, one at a time
+    term = ar1_log_prob(probe[:, :t + 1], rho_c, mu_c, sigma_c) - ar1_log_prob(probe[:, :t], rho_c, mu_c, sigma_c)
+    term_ref = model_c.log_prob(probe[:, :t + 1]) - model_c.log_prob(probe[:, :t])
+    if not np.allclose(term, term_ref, atol=1e-10):
+        prev = probe[:, t - 1]
+        if np.allclose(term, gauss_logpdf(probe[:, t], rho_c * prev, sigma_c**2)):
+            hint = "the conditional mean is mu + rho (x_{t-1} - mu), not rho x_{t-1}"
+        elif np.allclose(term, gauss_logpdf(probe[:, t], mu_c + rho_c * (prev - mu_c), sigma_c**2 / (1 - rho_c**2))):
+            hint = "the conditional variance is sigma^2 (the stationary one is only for x_1)"
+        else:
+            hint = "each row is its own sequence: sum log N(x_t; mu + rho (x_{t-1} - mu), sigma^2) over t within the row"
+        raise AssertionError(f"the term log p(x_{t + 1} | x_{t}) differs from LinearGaussianAR.log_prob: {hint}")
 err = np.max(np.abs(mine - ref))
-assert mine.shape == (B,), f"ar1_log_prob should return one number per sequence, shape ({B},), got {mine.shape}"
-assert err < 1e-8, f"ar1_log_prob differs from LinearGaussianAR.log_prob by {err:.3g}: check the start term"
+assert err < 1e-8, f"ar1_log_prob differs from LinearGaussianAR.log_prob by {err:.3g} on the data"
 print(f"max |difference| = {err:.2e}  -- correct")
 
 # %% [markdown]
@@ -126,6 +157,33 @@ print(f"rho {rho_hat:.4f} (true {rho_true}), mu {mu_hat:.4f} (true {mu_true}), s
 # %%
 fit = LinearGaussianAR.fit_closed_form(x, p=1, dtype=np.float64)
 ref = (float(fit.params["rho"][0]), float(fit.params["mu"]), float(np.exp(fit.params["log_sigma"])))
+assert all(isinstance(v, float) for v in (rho_hat, mu_hat, sigma_hat)), "ols_fit should return three floats (rho, mu, sigma)"
+
+# Probes: data of another AR(1) (mu far from 0, so c and mu differ), the caller's x compared before and after.
+probe = LinearGaussianAR(p=1, rho=[-0.5], mu=3.0, sigma=2.0, dtype=np.float64).sample(6, 40, seed=12)
+before = probe.copy()
+got = ols_fit(probe)
+assert np.array_equal(probe, before), "ols_fit changed its input x: build new arrays for y and X"
+fit_c = LinearGaussianAR.fit_closed_form(probe, p=1, dtype=np.float64)
+rho_r, mu_r, sigma_r = float(fit_c.params["rho"][0]), float(fit_c.params["mu"]), float(np.exp(fit_c.params["log_sigma"]))
+y, xp = probe[:, 1:].ravel(), probe[:, :-1].ravel()
+N = y.size
+close = lambda a, b: abs(a - b) < 1e-8 * max(1.0, abs(b))
+if not close(got[0], rho_r):
+    hint = ("that is the slope without an intercept: regress on (1, x_{t-1})" if close(got[0], float(xp @ y / (xp @ xp)))
+            else "pair each x_t with its own x_{t-1}, within a row")
+    raise AssertionError(f"rho: yours {got[0]:.6g} vs fit_closed_form {rho_r:.6g}: {hint}")
+if not close(got[1], mu_r):
+    hint = "that is the intercept c; mu = c / (1 - rho)" if close(got[1], mu_r * (1 - rho_r)) else "mu = c / (1 - rho)"
+    raise AssertionError(f"mu: yours {got[1]:.6g} vs fit_closed_form {mu_r:.6g}: {hint}")
+if not close(got[2], sigma_r):
+    if close(got[2], sigma_r**2):
+        hint = "that is the variance; sigma is its square root"
+    elif close(got[2], sigma_r * np.sqrt(N / (N - 2))) or close(got[2], sigma_r * np.sqrt(N / (N - 1))):
+        hint = "the MLE divides the sum of squared residuals by N, not N - 1 or N - 2"
+    else:
+        hint = "sigma = sqrt(mean of the squared residuals e_t = x_t - c - rho x_{t-1})"
+    raise AssertionError(f"sigma: yours {got[2]:.6g} vs fit_closed_form {sigma_r:.6g}: {hint}")
 for name, a, b in zip(("rho", "mu", "sigma"), (rho_hat, mu_hat, sigma_hat), ref):
     assert abs(a - b) < 1e-8 * max(1.0, abs(b)), f"{name}: yours {a:.6g} vs fit_closed_form {b:.6g}"
 print("ols_fit matches fit_closed_form:", np.round(ref, 4))

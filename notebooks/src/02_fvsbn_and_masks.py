@@ -89,9 +89,48 @@ print("loss", loss)
 # **Check** against the package's `fvsbn.forward`.
 
 # %%
-ref_loss, cache = fvsbn.forward(model.params, x)
-assert np.allclose(a, cache.a, atol=1e-12), "your logits differ from fvsbn.forward's: is the mask strictly lower (s < t)?"
-assert abs(loss - float(ref_loss)) < 1e-10, f"loss {loss} vs fvsbn.forward {float(ref_loss)}: mean over the batch?"
+# Probes: b and W drawn fully at random (the diagonal and the upper triangle too: a mask bug must show), both binary
+# values at every position, the caller's arrays compared before and after.
+pr = np.random.default_rng(21)
+Dc, Bc = 5, 12
+b_c, W_c = pr.normal(size=Dc), pr.normal(size=(Dc, Dc))
+x_c = (pr.random((Bc, Dc)) < 0.5).astype(np.float64)
+x_c[0], x_c[1] = 0.0, 1.0
+before = [b_c.copy(), W_c.copy(), x_c.copy()]
+loss_c, a_c = masked_forward(b_c, W_c, x_c)
+for name, arr, old in zip(("b", "W", "x"), (b_c, W_c, x_c), before):
+    assert np.array_equal(arr, old), f"masked_forward changed its input {name}: mask a copy (W * m), never W in place"
+assert np.shape(a_c) == (Bc, Dc), f"the logits a should have shape (B, D) = ({Bc}, {Dc}), got {np.shape(a_c)}"
+assert np.ndim(loss_c) == 0, f"the loss should be one number, got shape {np.shape(loss_c)}"
+for t, s in np.ndindex(Dc, Dc):                           # one entry of W at a time: which logit does it reach?
+    E = np.zeros((Dc, Dc))
+    E[t, s] = 1.0
+    reach = masked_forward(np.zeros(Dc), E, np.ones((1, Dc)))[1][0]
+    want = np.eye(Dc)[t] * (s < t)
+    if not np.allclose(reach, want):
+        if s == t:
+            msg = f"a_{t} reads x_{t} through W[{t}, {t}]: the mask must be strictly lower, m = np.tri(D, D, -1)"
+        elif s > t:
+            msg = f"the future leaks: W[{t}, {s}] (s > t) reaches the logits; keep only s < t"
+        else:
+            msg = f"W[{t}, {s}] should act on a_{t} (row t of W, times x_s), it reached a_{list(np.flatnonzero(reach))}: a = b + x (W * m)^T"
+        raise AssertionError(msg)
+ref_loss_c, ref_cache_c = fvsbn.forward({"b": b_c, "W": W_c}, x_c)
+assert np.allclose(masked_forward(b_c, np.zeros((Dc, Dc)), x_c)[1], b_c), "with W = 0 the logits must be the bias b"
+assert np.allclose(a_c, ref_cache_c.a, atol=1e-12), "your logits differ from fvsbn.forward's"
+if not abs(loss_c - float(ref_loss_c)) < 1e-10:
+    ratio = loss_c / float(ref_loss_c)
+    hint = (f"{ratio:.3g} times too large: the mean over the batch divides the sum by B" if np.isclose(ratio, Bc)
+            else f"{ratio:.3g} times too small: sum over t, divide by B only" if np.isclose(ratio, 1 / Dc)
+            else "the NLL of each logit is softplus(a) - x a")
+    raise AssertionError(f"loss {loss_c:.6g} vs fvsbn.forward {float(ref_loss_c):.6g}: {hint}")
+with np.errstate(over="ignore", invalid="ignore"):          # extreme logits: finite, and equal to the package's
+    for shift in (1000.0, -1000.0):
+        big_loss = masked_forward(b_c + shift, W_c, x_c)[0]
+        ref_big = float(fvsbn.forward({"b": b_c + shift, "W": W_c}, x_c)[0])
+        assert np.isfinite(big_loss) and abs(big_loss - ref_big) < 1e-8 * abs(ref_big), \
+            f"with logits near {shift:+.0f} the loss is {big_loss} (fvsbn.forward: {ref_big:.6g}): " \
+            "log(1 + exp(a)) overflows and log(sigmoid) underflows, use the stable softplus np.logaddexp(0, a) - x a"
 print("forward matches fvsbn.forward")
 
 # %% [markdown]
@@ -126,15 +165,52 @@ print("|db| =", np.linalg.norm(db), " |dW| =", np.linalg.norm(dW))
 # **Check** against the package's `fvsbn.backward` and against centred finite differences.
 
 # %%
-ref = fvsbn.backward(1.0, cache)
-assert rel_error(db, ref["b"]) < 1e-10, f"db: relative error {rel_error(db, ref['b']):.2e} vs fvsbn.backward"
-assert rel_error(dW, ref["W"]) < 1e-10, f"dW: relative error {rel_error(dW, ref['W']):.2e} vs fvsbn.backward"
-assert np.all(np.triu(dW) == 0), "dW must be exactly zero on and above the diagonal"
-Wc, bc = W.copy(), b.copy()
-num_W = numerical_grad(lambda: masked_forward(bc, Wc, x)[0], Wc)
-num_b = numerical_grad(lambda: masked_forward(bc, Wc, x)[0], bc)
-print(f"finite differences: rel error dW {rel_error(dW, num_W):.1e}, db {rel_error(db, num_b):.1e}")
-assert rel_error(dW, num_W) < 1e-7 and rel_error(db, num_b) < 1e-7, "backward disagrees with finite differences"
+# Probes: the logits of fully random b, W; both binary values at every position; the inputs compared before and after
+# and a second call compared with the first.
+pr = np.random.default_rng(22)
+Dc, Bc = 5, 12
+b_c, W_c = pr.normal(size=Dc), pr.normal(size=(Dc, Dc))
+x_c = (pr.random((Bc, Dc)) < 0.5).astype(np.float64)
+x_c[0], x_c[1] = 0.0, 1.0
+ref_loss_c, cache_c = fvsbn.forward({"b": b_c, "W": W_c}, x_c)
+ref_c = fvsbn.backward(1.0, cache_c)
+a_c = np.array(cache_c.a)
+before = [a_c.copy(), x_c.copy()]
+db_c, dW_c = masked_backward(a_c, x_c)
+for name, arr, old in zip(("a", "x"), (a_c, x_c), before):
+    assert np.array_equal(arr, old), f"masked_backward changed its input {name}: compute da in a new array"
+assert np.shape(db_c) == (Dc,), f"db should have shape (D,) = ({Dc},), got {np.shape(db_c)}: sum da over the batch"
+assert np.shape(dW_c) == (Dc, Dc), f"dW should have shape (D, D) = ({Dc}, {Dc}), got {np.shape(dW_c)}"
+again = masked_backward(a_c, x_c)
+assert np.array_equal(again[0], db_c) and np.array_equal(again[1], dW_c), "a second call gives other gradients"
+
+
+def scale_hint(mine, theirs, name):
+    """What a gradient that differs from the package's looks like: a sign, a factor B, or just different."""
+    r = float(np.sum(mine * theirs) / np.sum(theirs * theirs))
+    if np.allclose(mine, -theirs):
+        return f"{name} has the wrong sign: dL/da = sigmoid(a) - x"
+    if np.isclose(r, Bc) and np.allclose(mine, r * theirs):
+        return f"{name} is B = {Bc} times too large: da = (sigmoid(a) - x) / B for the mean over the batch"
+    return f"{name}: relative error {rel_error(mine, theirs):.2e} vs fvsbn.backward"
+
+
+assert rel_error(db_c, ref_c["b"]) < 1e-10, scale_hint(db_c, ref_c["b"], "db")
+m_c = np.tri(Dc, Dc, -1)
+if not np.all(dW_c[m_c == 0] == 0):
+    where = "on the diagonal (the mask must be strictly lower: np.tri(D, D, -1))" if np.any(np.diag(dW_c)) \
+        else "above the diagonal (multiply by the mask m)"
+    raise AssertionError(f"dW must be exactly zero on and above the diagonal; yours is not zero {where}")
+da_c = (sigmoid(a_c) - x_c) / Bc
+if np.allclose(dW_c, (x_c.T @ da_c) * m_c) and not np.allclose(dW_c, ref_c["W"]):
+    raise AssertionError("dW is transposed: dW[t, s] = sum_b da[b, t] x[b, s], i.e. da.T @ x, then the mask")
+assert rel_error(dW_c, ref_c["W"]) < 1e-10, scale_hint(dW_c, ref_c["W"], "dW")
+Wc, bc = W_c.copy(), b_c.copy()
+num_W = numerical_grad(lambda: masked_forward(bc, Wc, x_c)[0], Wc)
+num_b = numerical_grad(lambda: masked_forward(bc, Wc, x_c)[0], bc)
+print(f"finite differences: rel error dW {rel_error(dW_c, num_W):.1e}, db {rel_error(db_c, num_b):.1e}")
+assert rel_error(dW_c, num_W) < 1e-7 and rel_error(db_c, num_b) < 1e-7, "backward disagrees with finite differences"
+print("backward matches fvsbn.backward and finite differences")
 
 # %% [markdown]
 # ## Training a FVSBN on samples of a known FVSBN

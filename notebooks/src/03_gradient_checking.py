@@ -58,17 +58,39 @@ print("numerical gradient:", g_num)
 
 # %% [markdown]
 # **Check** against the analytic gradient $\nabla_\theta \sum_j \tanh(A\theta)_j^2 = A^\top\big(2\tanh(A\theta)(1-\tanh^2(A\theta))\big)$
-# and against the package's `numerical_grad`; `theta` must come back unchanged.
+# and against the package's `numerical_grad`, on a fresh 2-D `theta2` whose copy is taken *before* the call: it must come
+# back exactly unchanged.
 
 # %%
-theta_before = theta.copy()
-u = np.tanh(A @ theta)
-g_true = A.T @ (2 * u * (1 - u**2))
-err = rel_error(g_num, g_true)
-assert np.array_equal(theta, theta_before), "my_numerical_grad must restore x exactly"
-assert err < 1e-8, f"relative error {err:.2e} to the analytic gradient: centred (f+ - f-) / 2h ?"
-assert rel_error(g_num, numerical_grad(f, theta)) < 1e-9, "differs from scratchnade.gradcheck.numerical_grad"
-print(f"relative error to the analytic gradient: {err:.1e}")
+# Probes: a 2-D x (every index, not only rows), its copy taken BEFORE the call, so "restored" is a real comparison.
+pr = np.random.default_rng(31)
+A2 = pr.normal(size=(3, 6))
+theta2 = pr.normal(size=(2, 3))
+f2 = lambda: np.sum(np.tanh(A2 @ theta2.ravel()) ** 2)
+theta2_before = theta2.copy()
+g2 = my_numerical_grad(f2, theta2)
+if not np.array_equal(theta2, theta2_before):
+    off = np.max(np.abs(theta2 - theta2_before))
+    raise AssertionError(
+        f"my_numerical_grad did not restore x exactly (off by up to {off:.1e}): " + (
+            "(x + h) - 2h + h is not x in floating point; save the old value and assign it back" if off < 1e-8
+            else "put every x_i back to its old value after the two evaluations"))
+assert np.shape(g2) == theta2.shape, f"the gradient should have the shape of x, {theta2.shape}, got {np.shape(g2)}"
+u2 = np.tanh(A2 @ theta2.ravel())
+g2_true = (A2.T @ (2 * u2 * (1 - u2**2))).reshape(theta2.shape)
+err2 = rel_error(g2, g2_true)
+if not err2 < 1e-8:
+    if not np.any(g2):
+        hint = "f never changed: perturb the entries of x itself, in place, not a copy of x"
+    elif np.allclose(g2, 2 * g2_true, rtol=1e-6):
+        hint = "twice the gradient: the centred difference divides by 2h"
+    elif err2 < 1e-3:
+        hint = "an O(h) error: the one-sided (f(x+h) - f(x)) / h; use the centred (f(x+h) - f(x-h)) / 2h"
+    else:
+        hint = "each entry i: (f(x + h e_i) - f(x - h e_i)) / 2h, for every index of a 2-D x (np.ndindex)"
+    raise AssertionError(f"relative error {err2:.2e} to the analytic gradient: {hint}")
+assert rel_error(g2, numerical_grad(f2, theta2)) < 1e-9, "differs from scratchnade.gradcheck.numerical_grad"
+print(f"relative error to the analytic gradient: {err2:.1e}; x restored exactly")
 
 # %% [markdown]
 # ## Why float64: the same check in float32 fails
@@ -165,9 +187,33 @@ print(sorted(fixed))
 # O(DH) NADE on the same parameters.
 
 # %%
+# Probes: every parameter drawn at random, both binary values at every position, the cache compared before and
+# after, a second call compared with the first, then each gradient against the package's NADE.
+pr = np.random.default_rng(32)
+Dc, Hc, Bc = 6, 4, 10
+tiny_c = {"W": pr.normal(size=(Hc, Dc)), "c": pr.normal(size=Hc), "V": pr.normal(size=(Dc, Hc)), "b": pr.normal(size=Dc)}
+x_c = (pr.random((Bc, Dc)) < 0.5).astype(np.float64)
+x_c[0], x_c[1] = 0.0, 1.0
+cache_c = tiny_nade_forward(tiny_c, x_c)[1]
+before = [np.copy(v) for v in cache_c[:4]]
+g1 = tiny_nade_backward_fixed(cache_c)
+g2 = tiny_nade_backward_fixed(cache_c)
+for name, arr, old in zip(("x", "m", "h", "l"), cache_c[:4], before):
+    assert np.array_equal(arr, old), f"tiny_nade_backward_fixed changed its cache ({name}): compute into new arrays"
+assert sorted(g1) == ["V", "W", "b", "c"], f"return the gradients of W, c, V, b, got keys {sorted(g1)}"
+ref_c = nade.backward(1.0, nade.forward(tiny_c, x_c)[1])
+for k in ref_c:
+    assert np.shape(g1[k]) == np.shape(tiny_c[k]), f"d{k} should have the shape of {k}, {np.shape(tiny_c[k])}, got {np.shape(g1[k])}"
+    assert np.array_equal(g1[k], g2[k]), f"a second call gives another d{k}"
+_, _, h_c, l_c = cache_c[:4]
+dA_c = ((1 / (1 + np.exp(-l_c)) - x_c) / Bc)[:, :, None] * tiny_c["V"] * h_c * (1 - h_c)
+if all(np.allclose(g1[k], Bc * ref_c[k]) for k in ref_c):
+    raise AssertionError(f"every gradient is B = {Bc} times too large: dl = (sigmoid(l) - x) / B")
+if np.allclose(g1["W"] - ref_c["W"], np.einsum("bth,bt->ht", dA_c, x_c)):
+    raise AssertionError("dW still collects dA_t x_t (s = t): x_t must only reach h_t' for t' > t, use the strict mask m")
+for k in ("b", "V", "c", "W"):
+    assert rel_error(g1[k], ref_c[k]) < 1e-9, f"d{k} differs from scratchnade.models.nade.backward (relative error {rel_error(g1[k], ref_c[k]):.1e})"
 errors = {k: rel_error(numerical_grad(lambda: tiny_nade_forward(tiny, x)[0], tiny[k]), fixed[k]) for k in tiny}
 print(format_table(errors))
 assert max(errors.values()) < 1e-7, "some gradient still disagrees with finite differences (see the table)"
-ref = nade.backward(1.0, nade.forward(tiny, x)[1])
-assert all(rel_error(fixed[k], ref[k]) < 1e-9 for k in ref), "differs from scratchnade.models.nade.backward"
 print("fixed: every gradient passes")

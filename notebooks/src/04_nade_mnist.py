@@ -80,10 +80,46 @@ print("loss", loss)
 # **Check** against `scratchnade.models.nade.forward`.
 
 # %%
-ref_loss, ref_cache = nade.forward(small.params, x_small)
-assert np.allclose(cache[2], ref_cache.logits.T, atol=1e-12), "logits differ from nade.forward: is h_t built from x_<t only?"
-assert abs(loss - float(ref_loss)) < 1e-10, f"loss {loss} vs nade.forward {float(ref_loss)}"
-print("forward matches nade.forward")
+# Probes: every parameter drawn at random (no zero bias, no zero c), both binary values at every position, the
+# caller's arrays compared before and after; then the cached h_t and logits, not only the loss.
+pr = np.random.default_rng(41)
+Dc, Hc, Bc = 7, 5, 9
+params_c = {"W": pr.normal(size=(Hc, Dc)), "c": pr.normal(size=Hc), "V": pr.normal(size=(Dc, Hc)), "b": pr.normal(size=Dc)}
+x_c = (pr.random((Bc, Dc)) < 0.5).astype(np.float64)
+x_c[0], x_c[1] = 0.0, 1.0
+before = {k: v.copy() for k, v in params_c.items()} | {"x": x_c.copy()}
+loss_c, (_, hs_c, logits_c) = nade_forward(params_c, x_c)
+for k, old in before.items():
+    assert np.array_equal(params_c.get(k, x_c), old), f"nade_forward changed its input {k}: keep the running sum in a new array"
+assert np.shape(hs_c) == (Dc, Bc, Hc), f"hs should have shape (D, B, H) = ({Dc}, {Bc}, {Hc}), got {np.shape(hs_c)}"
+assert np.shape(logits_c) == (Bc, Dc), f"logits should have shape (B, D) = ({Bc}, {Dc}), got {np.shape(logits_c)}"
+ref_loss_c, ref_cache_c = nade.forward(params_c, x_c)
+ref_hs = np.asarray(ref_cache_c.hs)                      # (D, B, H)
+for t in range(Dc):                                      # the first h_t that differs names the mistake
+    if not np.allclose(hs_c[t], ref_hs[t], atol=1e-12):
+        if t + 1 < Dc and np.allclose(hs_c[t], ref_hs[t + 1], atol=1e-12):
+            hint = "it already contains W[:, t] x_t: compute h_t, then add x_t to the running sum (h_t reads x_<t only)"
+        elif t == 0:
+            hint = "h_1 = sigmoid(c): start the running sum at a_1 = c"
+        else:
+            hint = "a_{t+1} = a_t + W[:, t] x_t, one column of W per position"
+        raise AssertionError(f"h_{t + 1} (hs[{t}]) differs from nade.forward's: {hint}")
+if not np.allclose(logits_c, ref_cache_c.logits.T, atol=1e-12):
+    t = int(np.argmax(np.abs(logits_c - ref_cache_c.logits.T).max(axis=0)))
+    raise AssertionError(f"the logit of position {t} differs (your h_t are right): logit_t = b_t + V_t . h_t, V[{t}] a row of V")
+if not abs(loss_c - float(ref_loss_c)) < 1e-10:
+    ratio = loss_c / float(ref_loss_c)
+    hint = (f"{ratio:.3g} times too large: the mean over the batch divides by B" if np.isclose(ratio, Bc)
+            else "the NLL of a logit l is softplus(l) - x l, summed over t")
+    raise AssertionError(f"loss {loss_c:.6g} vs nade.forward {float(ref_loss_c):.6g} (your logits are right): {hint}")
+with np.errstate(over="ignore", invalid="ignore"):       # extreme logits: finite, and equal to the package's
+    for shift in (1000.0, -1000.0):
+        shifted = dict(params_c, b=params_c["b"] + shift)
+        big_loss, ref_big = nade_forward(shifted, x_c)[0], float(nade.forward(shifted, x_c)[0])
+        assert np.isfinite(big_loss) and abs(big_loss - ref_big) < 1e-8 * abs(ref_big), \
+            f"with logits near {shift:+.0f} the loss is {big_loss} (nade.forward: {ref_big:.6g}): " \
+            "log(1 + exp(l)) overflows and log(sigmoid) underflows, use np.logaddexp(0, l) - x l"
+print("forward matches nade.forward: h_t, logits and loss")
 
 # %% [markdown]
 # ## Exercise 2: the backward pass, O(DH)
@@ -123,11 +159,39 @@ print({k: float(np.linalg.norm(g)) for k, g in grads.items()})
 # **Check** against `nade.backward` and finite differences.
 
 # %%
-ref = nade.backward(1.0, ref_cache)
-for k in ref:
-    assert rel_error(grads[k], ref[k]) < 1e-9, f"d{k}: relative error {rel_error(grads[k], ref[k]):.1e} vs nade.backward"
+# Probes: random parameters, both binary values at every position, the package's cache in your format; the cache and
+# the parameters compared before and after, a second call compared with the first, then one gradient at a time.
+pr = np.random.default_rng(42)
+Dc, Hc, Bc = 7, 5, 9
+params_c = {"W": pr.normal(size=(Hc, Dc)), "c": pr.normal(size=Hc), "V": pr.normal(size=(Dc, Hc)), "b": pr.normal(size=Dc)}
+x_c = (pr.random((Bc, Dc)) < 0.5).astype(np.float64)
+x_c[0], x_c[1] = 0.0, 1.0
+_, ref_cache_c = nade.forward(params_c, x_c)
+cache_c = (x_c, np.array(ref_cache_c.hs), np.array(ref_cache_c.logits).T.copy())
+before = [a.copy() for a in cache_c] + [v.copy() for v in params_c.values()]
+g1 = nade_backward(params_c, cache_c)
+g2 = nade_backward(params_c, cache_c)
+for name, arr, old in zip(("x", "hs", "logits", *params_c), (*cache_c, *params_c.values()), before):
+    assert np.array_equal(arr, old), f"nade_backward changed {name}: compute every gradient into new arrays"
+ref_c = nade.backward(1.0, ref_cache_c)
+for k in ("b", "V", "c", "W"):
+    assert np.shape(g1[k]) == np.shape(params_c[k]), f"d{k} should have the shape of {k}, {np.shape(params_c[k])}, got {np.shape(g1[k])}"
+    assert np.array_equal(g1[k], g2[k]), f"a second call gives another d{k}"
+hs_c = cache_c[1]
+dl_c = (sigmoid(cache_c[2]) - x_c) / Bc
+da_c = np.einsum("bt,th,tbh->tbh", dl_c, params_c["V"], hs_c * (1 - hs_c))     # da_t for every t   (D, B, H)
+if all(np.allclose(g1[k], Bc * ref_c[k]) for k in ref_c):
+    raise AssertionError(f"every gradient is B = {Bc} times too large: dl = (sigmoid(l) - x) / B")
+assert rel_error(g1["b"], ref_c["b"]) < 1e-9, "db differs from nade.backward: db_t = sum_b dl_bt"
+assert rel_error(g1["V"], ref_c["V"]) < 1e-9, "dV differs from nade.backward: dV_t = sum_b dl_bt h_bt"
+if np.allclose(g1["c"], np.einsum("bt,th,tbh->h", dl_c, params_c["V"], np.ones_like(hs_c))):
+    raise AssertionError("dc misses the sigmoid's derivative: da_t = dl_t V_t * h_t (1 - h_t)")
+assert rel_error(g1["c"], ref_c["c"]) < 1e-9, "dc differs from nade.backward: dc = sum over b and t of da_t"
+if np.allclose(g1["W"] - ref_c["W"], np.einsum("tbh,bt->ht", da_c, x_c)):
+    raise AssertionError("dW[:, t] also collects da_t: x_t only feeds a_t' for t' > t, so add da_t to the sum AFTER using it")
+assert rel_error(g1["W"], ref_c["W"]) < 1e-9, "dW differs from nade.backward: dW[:, t] = sum_b x_bt sum_{t'>t} da_bt'"
 p = {k: v.copy() for k, v in small.params.items()}
-for k, err in check_grads(lambda: nade_forward(p, x_small)[0], p, grads).items():    # centred differences
+for k, err in check_grads(lambda: nade_forward(p, x_small)[0], p, nade_backward(p, nade_forward(p, x_small)[1])).items():
     assert err < 1e-7, f"d{k} disagrees with finite differences (relative error {err:.1e})"
 print("backward matches nade.backward and finite differences")
 

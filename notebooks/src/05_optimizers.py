@@ -61,15 +61,33 @@ print("w after 3 steps:", w)
 # **Check** against `scratchnade.optim.nesterov_update` over a few steps with the same gradients.
 
 # %%
-w1, w2 = rng.normal(size=(4, 3)), None
-w2 = w1.copy()
-v1, v2 = np.zeros_like(w1), np.zeros_like(w1)
+# Probes: a velocity that does not start at zero, the gradient compared before and after (it is the caller's), then
+# one step term by term (v, then w), then a few steps.
+pr = np.random.default_rng(51)
+w0, v0, g = pr.normal(size=(4, 3)), pr.normal(size=(4, 3)), pr.normal(size=(4, 3))
+w1, v1, g_before = w0.copy(), v0.copy(), g.copy()
+w2, v2 = w0.copy(), v0.copy()
+out = my_nesterov_update(w1, g, v1, 0.05, 0.9)
+optim.nesterov_update(w2, g, v2, 0.05, 0.9)
+assert np.array_equal(g, g_before), "my_nesterov_update changed the gradient dw: it is the caller's, compute into v and w"
+if not np.allclose(v1, v2, atol=1e-12):
+    hint = ("v did not change: `v = ...` only rebinds a local name; update it in place (v *= momentum; v += dw)"
+            if np.array_equal(v1, v0) else "v <- momentum * v + dw")
+    raise AssertionError(f"the velocity differs from optim.nesterov_update: {hint}")
+if not np.allclose(w1, w2, atol=1e-12):
+    if np.array_equal(w1, w0):
+        hint = "w did not change: `w = w - ...` only rebinds a local name; use w -= ..."
+    elif np.allclose(w1, w0 - 0.05 * v2):
+        hint = "that is classical momentum (w -= lr v); Nesterov's look-ahead steps by lr (dw + momentum v), v the new one"
+    else:
+        hint = "w <- w - lr (dw + momentum v)"
+    raise AssertionError(f"the weights differ from optim.nesterov_update after one step: {hint}")
+assert out is w1, "return w, the array you updated in place"
 for step in range(5):
-    g = rng.normal(size=w1.shape)
+    g = pr.normal(size=w1.shape)
     my_nesterov_update(w1, g, v1, 0.05, 0.9)
     optim.nesterov_update(w2, g, v2, 0.05, 0.9)
-assert np.allclose(v1, v2, atol=1e-12), "the velocity differs: v <- momentum * v + dw, in place"
-assert np.allclose(w1, w2, atol=1e-12), "the weights differ: w <- w - lr * (dw + momentum * v), in place"
+assert np.allclose(v1, v2, atol=1e-12) and np.allclose(w1, w2, atol=1e-12), "after 6 steps v or w differ"
 print("my_nesterov_update matches optim.nesterov_update")
 
 # %% [markdown]
@@ -102,16 +120,48 @@ print("the first step moves every weight by about lr = 0.1:", w - w0)
 # **Check** against `scratchnade.optim.adam_update`.
 
 # %%
-w1 = rng.normal(size=(4, 3))
-w2 = w1.copy()
-s1 = [np.zeros_like(w1), np.zeros_like(w1)]
-s2 = [np.zeros_like(w1), np.zeros_like(w1)]
+# Probes: one step term by term (m, v, then w), the gradient compared before and after; gradients of 1e-9 (where eps
+# matters) and of 1e3; then several steps, where a bias correction applied to m or v in place would compound.
+pr = np.random.default_rng(52)
+lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+for scale in (1.0, 1e-9, 1e3):
+    w0, m0, v0 = pr.normal(size=(4, 3)), 0.1 * pr.normal(size=(4, 3)), pr.random((4, 3))
+    g = pr.normal(size=(4, 3)) * scale
+    v0 = v0 * scale**2
+    s1, s2, g_before = [w0.copy(), m0.copy(), v0.copy()], [w0.copy(), m0.copy(), v0.copy()], g.copy()
+    out = my_adam_update(s1[0], g, s1[1], s1[2], 3, lr, b1, b2, eps)
+    optim.adam_update(s2[0], g, s2[1], s2[2], 3, lr, b1, b2, eps)
+    assert np.array_equal(g, g_before), "my_adam_update changed the gradient dw: it is the caller's"
+    for name, mine, ref, old, rule in (("m", s1[1], s2[1], m0, "m <- beta1 m + (1 - beta1) dw"),
+                                       ("v", s1[2], s2[2], v0, "v <- beta2 v + (1 - beta2) dw^2")):
+        if not np.allclose(mine, ref, rtol=1e-10, atol=0):
+            if np.array_equal(mine, old):
+                hint = f"{name} did not change: `{name} = ...` only rebinds a local name; update it in place"
+            elif np.allclose(mine * (1 - (b1 if name == "m" else b2) ** 3), ref, rtol=1e-10, atol=0):
+                hint = f"{name} was bias-corrected in place: keep the corrected {name}_hat in a new array"
+            else:
+                hint = rule
+            raise AssertionError(f"{name} differs from optim.adam_update after one step: {hint}")
+    if not np.allclose(s1[0], s2[0], rtol=1e-10, atol=1e-12):
+        m_hat, v_hat = s2[1] / (1 - b1**3), s2[2] / (1 - b2**3)
+        if np.allclose(s1[0], w0 - lr * s2[1] / (np.sqrt(s2[2]) + eps), rtol=1e-10, atol=1e-12):
+            hint = "no bias correction: m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)"
+        elif np.allclose(s1[0], w0 - lr * m_hat / np.sqrt(v_hat + eps), rtol=1e-10, atol=1e-12):
+            hint = f"eps is inside the square root (visible at gradients of {scale:g}): sqrt(v_hat) + eps"
+        elif np.allclose(s1[0], w0 - lr * (s2[1] / (1 - b1**2)) / (np.sqrt(s2[2] / (1 - b2**2)) + eps), rtol=1e-10, atol=1e-12):
+            hint = "the bias correction uses t - 1: at step t it is 1 - beta^t, t = 1, 2, ..."
+        else:
+            hint = "w <- w - lr m_hat / (sqrt(v_hat) + eps)"
+        raise AssertionError(f"w differs from optim.adam_update after one step with gradients of {scale:g}: {hint}")
+    assert out is s1[0], "return w, the array you updated in place"
+w1 = pr.normal(size=(4, 3))
+s1 = [w1, np.zeros_like(w1), np.zeros_like(w1)]
+s2 = [w1.copy(), np.zeros_like(w1), np.zeros_like(w1)]
 for t in range(1, 8):
-    g = rng.normal(size=w1.shape) * 10.0 ** rng.integers(-3, 3)
-    my_adam_update(w1, g, *s1, t, 0.01, 0.9, 0.999, 1e-8)
-    optim.adam_update(w2, g, *s2, t, 0.01, 0.9, 0.999, 1e-8)
-assert np.allclose(s1[0], s2[0], atol=1e-12) and np.allclose(s1[1], s2[1], atol=1e-12), "m or v differs"
-assert np.allclose(w1, w2, atol=1e-10), "w differs: bias-correct m and v with 1 - beta^t, eps after the sqrt"
+    g = pr.normal(size=w1.shape) * 10.0 ** pr.integers(-3, 3)
+    my_adam_update(*s1[:1], g, *s1[1:], t, lr, b1, b2, eps)
+    optim.adam_update(*s2[:1], g, *s2[1:], t, lr, b1, b2, eps)
+assert all(np.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(s1, s2)), "after 7 steps from m = v = 0, w, m or v differ"
 print("my_adam_update matches optim.adam_update")
 
 # %% [markdown]

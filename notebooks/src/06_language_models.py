@@ -123,10 +123,50 @@ print("loss", loss)
 # **Check** against `scratchnade.models.recurrent_nade.forward`.
 
 # %%
-ref_loss, ref_cache = recurrent_nade.forward(rnn.params, xw)
-assert np.allclose(cache[1], ref_cache.hs, atol=1e-12), "hidden states differ: h_0 = W_init, h_t reads x_t"
-assert abs(loss - float(ref_loss)) < 1e-10, f"loss {loss} vs recurrent_nade.forward {float(ref_loss)}: f_t reads h_(t-1)"
-print("forward matches recurrent_nade.forward")
+# Probes: every parameter drawn at random (W_init, c and b not zero; W_h not symmetric), the caller's arrays compared
+# before and after, then h_0, the input drive (W_h = 0), the recurrence, the probabilities and the loss, one at a time.
+pr = np.random.default_rng(61)
+dc, Hc, Tc, Bc = 7, 5, 6, 4
+params_c = {"W_init": pr.normal(size=Hc), "W_h": pr.normal(size=(Hc, Hc)), "W_x": pr.normal(size=(Hc, dc)),
+            "c": pr.normal(size=Hc), "W_o": pr.normal(size=(dc, Hc)), "b": pr.normal(size=dc)}
+x_c = pr.integers(0, dc, size=(Tc, Bc))
+before = {k: v.copy() for k, v in params_c.items()} | {"x": x_c.copy()}
+loss_c, (_, hs_c, probs_c) = rnn_forward(params_c, x_c)
+for k, old in before.items():
+    assert np.array_equal(params_c.get(k, x_c), old), f"rnn_forward changed its input {k}: compute into new arrays"
+assert np.shape(hs_c) == (Tc + 1, Bc, Hc), f"hs should have shape (T+1, B, H) = ({Tc + 1}, {Bc}, {Hc}), got {np.shape(hs_c)}"
+assert np.shape(probs_c) == (Tc, Bc, dc), f"probs should have shape (T, B, d) = ({Tc}, {Bc}, {dc}), got {np.shape(probs_c)}"
+ref_loss_c, ref_cache_c = recurrent_nade.forward(params_c, x_c)
+assert np.allclose(hs_c[0], params_c["W_init"]), "h_0 differs: every column starts from h_0 = W_init"
+no_rec = dict(params_c, W_h=np.zeros((Hc, Hc)))
+if not np.allclose(rnn_forward(no_rec, x_c)[1][1], recurrent_nade.forward(no_rec, x_c)[1].hs, atol=1e-12):
+    raise AssertionError("with W_h = 0 your h_t differ: h_t = sigmoid(c + W_x[:, x_t]), where x_t is x[t-1] (h_t reads the t-th token)")
+if not np.allclose(hs_c, ref_cache_c.hs, atol=1e-12):
+    t = int(np.argmax(np.abs(hs_c - ref_cache_c.hs).max(axis=(1, 2))))
+    raise AssertionError(f"h_{t} differs (the input drive is right): the recurrent term W_h h_(t-1) is hs[t-1] @ W_h.T")
+ref_probs = np.asarray(ref_cache_c.probs).reshape(Tc, Bc, dc)
+if not np.allclose(probs_c, ref_probs, atol=1e-12):
+    f_next = hs_c[1:] @ params_c["W_o"].T + params_c["b"]
+    if not np.allclose(probs_c.sum(axis=-1), 1.0):
+        hint = "each softmax(f_t) must sum to 1 over the vocabulary (the last axis)"
+    elif np.allclose(probs_c, np.exp(f_next) / np.exp(f_next).sum(axis=-1, keepdims=True)):
+        hint = "f_t reads h_(t-1), i.e. hs[:T], not hs[1:]"
+    else:
+        hint = "probs = softmax(b + W_o h_(t-1)) over the last axis"
+    raise AssertionError(f"probs differ from recurrent_nade.forward's (your h_t are right): {hint}")
+if not abs(loss_c - float(ref_loss_c)) < 1e-10:
+    ratio = loss_c / float(ref_loss_c)
+    hint = (f"{ratio:.3g} times too large: the mean per token divides by T B" if np.isclose(ratio, round(ratio)) and ratio > 1
+            else "loss = mean over t and b of -log probs[t, b, x[t, b]]")
+    raise AssertionError(f"loss {loss_c:.6g} vs recurrent_nade.forward {float(ref_loss_c):.6g} (your probs are right): {hint}")
+with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # logits shifted by +-1000: softmax is unchanged
+    for shift in (1000.0, -1000.0):
+        shifted = dict(params_c, b=params_c["b"] + shift)
+        big_loss, (_, _, big_probs) = rnn_forward(shifted, x_c)
+        assert np.all(np.isfinite(big_probs)) and np.allclose(big_probs, ref_probs) and abs(big_loss - float(ref_loss_c)) < 1e-8, \
+            f"with logits near {shift:+.0f} the probabilities are not finite or changed: exp overflows (or underflows " \
+            "to 0/0); subtract the max of f_t over the vocabulary before exp (softmax is unchanged by a shift)"
+print("forward matches recurrent_nade.forward: h_t, probabilities and loss")
 
 # %% [markdown]
 # ## Exercise 2: backpropagation through time
@@ -173,9 +213,42 @@ print(sorted(grads))
 # **Check** against `recurrent_nade.backward` and finite differences.
 
 # %%
+# Probes: random parameters, a window where ids repeat within a time step (a scatter-add bug must show), the package's
+# cache in your format; the cache compared before and after, a second call compared with the first, one key at a time.
+pr = np.random.default_rng(62)
+dc, Hc, Tc, Bc = 7, 5, 6, 4
+params_c = {"W_init": pr.normal(size=Hc), "W_h": pr.normal(size=(Hc, Hc)), "W_x": pr.normal(size=(Hc, dc)),
+            "c": pr.normal(size=Hc), "W_o": pr.normal(size=(dc, Hc)), "b": pr.normal(size=dc)}
+x_c = pr.integers(0, dc, size=(Tc, Bc))
+x_c[1] = [3, 3, 5, 3]                                       # id 3 three times in one time step
+_, ref_cache_c = recurrent_nade.forward(params_c, x_c)
+cache_c = (x_c, np.array(ref_cache_c.hs), np.array(ref_cache_c.probs).reshape(Tc, Bc, dc))
+before = [a.copy() for a in cache_c]
+g1 = rnn_backward(params_c, cache_c)
+for name, arr, old in zip(("x", "hs", "probs"), cache_c, before):
+    assert np.array_equal(arr, old), f"rnn_backward changed the cached {name}: copy it before computing in place (df = probs.copy())"
+g2 = rnn_backward(params_c, cache_c)
+ref_c = recurrent_nade.backward(1.0, recurrent_nade.forward(params_c, x_c)[1])
+assert sorted(g1) == sorted(ref_c), f"return the gradients of {sorted(ref_c)}, got keys {sorted(g1)}"
+for k in ref_c:
+    assert np.shape(g1[k]) == np.shape(params_c[k]), f"d{k} should have the shape of {k}, {np.shape(params_c[k])}, got {np.shape(g1[k])}"
+    assert np.array_equal(g1[k], g2[k]), f"a second call gives another d{k}"
+if all(np.allclose(g1[k], Tc * Bc * ref_c[k]) for k in ref_c):
+    raise AssertionError(f"every gradient is T B = {Tc * Bc} times too large: df = (softmax(f) - onehot) / (T B)")
+assert rel_error(g1["b"], ref_c["b"]) < 1e-9, "db differs: db = sum over t and b of df_t"
+assert rel_error(g1["W_o"], ref_c["W_o"]) < 1e-9, "dW_o differs: sum_t df_t h_(t-1)^T, f_t reads hs[t-1]"
+if rel_error(g1["W_x"], ref_c["W_x"]) > 1e-9:
+    bad = set(np.flatnonzero(~np.isclose(g1["W_x"], ref_c["W_x"], atol=1e-12).all(axis=0)))
+    repeats = {i for row in x_c[:-1] for i, n in zip(*np.unique(row, return_counts=True)) if n > 1}
+    if bad <= repeats:
+        raise AssertionError(f"dW_x differs only in columns {sorted(bad)}, ids that repeat within a time step: "
+                             "`dW_x[:, ids] += ...` keeps one of the repeats, np.add.at(dW_x.T, ids, da) adds them all")
+for k in ("W_x", "W_h", "c", "W_init"):
+    assert rel_error(g1[k], ref_c[k]) < 1e-9, (
+        f"d{k} differs from recurrent_nade.backward (relative error {rel_error(g1[k], ref_c[k]):.1e}): the loop runs "
+        "t = T-1 .. 1 (h_T feeds no output, h_0 = W_init is no sigmoid), da_t = dh_t h_t (1 - h_t)")
 ref = recurrent_nade.backward(1.0, recurrent_nade.forward(rnn.params, xw)[1])
-for k in ref:
-    assert rel_error(grads[k], ref[k]) < 1e-9, f"d{k}: relative error {rel_error(grads[k], ref[k]):.1e} vs recurrent_nade.backward"
+grads = rnn_backward(rnn.params, rnn_forward(rnn.params, xw)[1])
 params = {k: v.copy() for k, v in rnn.params.items()}
 for k, err in check_grads(lambda: rnn_forward(params, xw)[0], params, grads).items():  # centred differences
     assert err < 1e-7, f"d{k} disagrees with finite differences (relative error {err:.1e})"

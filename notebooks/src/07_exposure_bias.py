@@ -60,10 +60,23 @@ print(np.round(k_step_error(0.9, 1.0, 10), 3))
 # **Check** against `sampling.ar_k_step_error_closed_form`, then measure it on data.
 
 # %%
+# Probes: k = 1 alone (the one-step error is sigma^2), sigma = 2 (sigma^2 is not sigma), a negative rho (rho^(2k) is
+# not rho^k), then the whole curve.
 mine = k_step_error(0.9, 0.5, 30)
+assert np.shape(mine) == (30,), f"expected one value per k = 1..30, shape (30,), got shape {np.shape(mine)}"
+one = np.asarray(k_step_error(-0.6, 2.0, 1))
+assert np.shape(one) == (1,), f"max_k = 1 should give shape (1,), got {np.shape(one)}"
+if np.isclose(one[0], 0.0) or np.isclose(one[0], 2.0):
+    hint = "it is 0: that is k = 0; k runs 1..max_k" if np.isclose(one[0], 0.0) else "that is sigma, not sigma^2"
+    raise AssertionError(f"k = 1 with sigma = 2 gives {one[0]:.4g}, should be sigma^2 = 4: {hint}")
+for rho_c in (-0.6, 0.9):
+    got, ref_c = np.asarray(k_step_error(rho_c, 2.0, 12)), sampling.ar_k_step_error_closed_form(np.array([rho_c]), 2.0, 12)
+    if not np.allclose(got, ref_c):
+        k = int(np.argmax(~np.isclose(got, ref_c))) + 1
+        raise AssertionError(f"with rho = {rho_c}, k = {k} gives {got[k - 1]:.4g}, should be {ref_c[k - 1]:.4g}: "
+                             "sigma^2 (1 - rho^(2k)) / (1 - rho^2), the variance of sigma sum_(j<k) rho^j eps")
 ref = sampling.ar_k_step_error_closed_form(np.array([0.9]), 0.5, 30)
-assert mine.shape == (30,), f"expected one value per k = 1..30, got shape {mine.shape}"
-assert np.allclose(mine, ref), "differs from sampling.ar_k_step_error_closed_form: k starts at 1, rho^(2k)"
+assert np.allclose(mine, ref), "differs from sampling.ar_k_step_error_closed_form"
 print("k_step_error matches the closed form")
 
 truth = LinearGaussianAR(rho=[0.9], mu=1.0, sigma=0.5, dtype=np.float64)
@@ -148,9 +161,23 @@ print(np.round(inverse_sigmoid(np.array([0, 1000, 3000, 5000]), 500.0), 4))
 # **Check** against `sampling.teacher_forcing_schedule`.
 
 # %%
+# Probes: step 0 (eps_0 = k / (k + 1)), the whole schedule, then huge steps (exp overflows: eps must be 0, not nan).
 steps = np.arange(0, 6000, 50)
-assert np.allclose(inverse_sigmoid(steps, 500.0), sampling.teacher_forcing_schedule("inverse-sigmoid", steps, k=500.0)), \
-    "differs from teacher_forcing_schedule('inverse-sigmoid', ...)"
+got = np.asarray(inverse_sigmoid(steps, 500.0))
+assert np.shape(got) == steps.shape, f"one eps per step: expected shape {steps.shape}, got {np.shape(got)}"
+first = float(np.asarray(inverse_sigmoid(np.array([0]), 20.0))[0])
+if not np.isclose(first, 20 / 21):
+    hint = ("it is 1/2: the numerator and the 1 are k, eps_0 = k / (k + 1)" if np.isclose(first, 0.5)
+            else "eps_0 = k / (k + e^0) = k / (k + 1)")
+    raise AssertionError(f"inverse_sigmoid(0, k = 20) = {first:.4g}, should be 20/21 = {20 / 21:.4g}: {hint}")
+ref = sampling.teacher_forcing_schedule("inverse-sigmoid", steps, k=500.0)
+if not np.allclose(got, ref):
+    hint = ("it grows with i: the exponent is +i / k" if got[-1] > got[0]
+            else "eps_i = k / (k + exp(i / k))")
+    raise AssertionError(f"differs from teacher_forcing_schedule('inverse-sigmoid', ...) at step {steps[np.argmax(~np.isclose(got, ref))]}: {hint}")
+with np.errstate(over="ignore", invalid="ignore"):
+    late = np.asarray(inverse_sigmoid(np.array([1e6, 1e9]), 20.0))
+assert np.all(late == 0.0), f"for huge steps eps should be 0, got {late}: write k / (k + exp(i / k)), whose exp overflows to inf harmlessly"
 print("inverse_sigmoid matches")
 teacher_forcing_schedules(3000)
 
