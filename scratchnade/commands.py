@@ -410,15 +410,15 @@ def _exposure_images(args, model, data, info, out, summary):
 
 
 def _exposure_ar(args, model, data, info, out, summary):
-    from .plots import k_step_errors, save_figure
+    from .plots import format_values, k_step_errors, save_figure
     from .sampling import ar_k_step_error, ar_k_step_error_closed_form
     p, T = model.p, data.test.shape[1]
     K = min(args.length or 20, T - p)
     r = ar_k_step_error(model, data.test, K, seed=args.seed)
     sigma = float(np.exp(asnumpy(model.params["log_sigma"])))
     closed = ar_k_step_error_closed_form(model.params["rho"], sigma, K)
-    rho = ", ".join(f"{v:.3f}" for v in asnumpy(model.params["rho"]).tolist())
-    save_figure(k_step_errors(r, closed, title=f"AR({p}) on {data.name}: rho = ({rho}), sigma = {sigma:.3f}"),
+    rho = format_values("rho", asnumpy(model.params["rho"]))          # "rho = 0.799", or a tuple for AR(p)
+    save_figure(k_step_errors(r, closed, title=f"AR({p}) on {data.name}: {rho}, sigma = {sigma:.3f}"),
                 out / "k_step_error.png")
     summary.update(k=r.k.tolist(), teacher_forced=float(r.teacher_forced[0]), free_running=r.free_running.tolist(),
                    sample_var=r.sample_var.tolist(), closed_form=closed.tolist(), stationary_var=r.stationary_var,
