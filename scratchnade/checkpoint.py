@@ -37,7 +37,6 @@ a few KB per entry, whatever the headers claim.  NaN or inf values are not refus
 (a diverged checkpoint can still be inspected); :func:`check_finite` is what loaders that
 *use* the parameters call (``scratchnade.runs``: evaluate, sample, resume).
 """
-import inspect
 import json
 import math
 import os
@@ -48,7 +47,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from . import __version__
-from .data.download import atomic_write
+from .data.download import atomic_write, npy_header
 
 GIB, MIB = 1 << 30, 1 << 20
 MAX_ENTRY_BYTES = 8 * GIB           # one array, inflated
@@ -57,11 +56,7 @@ MAX_META_BYTES = 64 * MIB           # the JSON header (vocabulary and history in
 MAX_INFLATION = 100                 # inflated / compressed size of a deflated entry ...
 INFLATION_FREE_BYTES = 64 * MIB     # ... once it inflates to more than this
 MAX_ENTRIES = 100_000
-MAX_NPY_HEADER = 10_000             # numpy's own default limit since 1.24
 NUMERIC_KINDS = "biufc"
-
-_HEADER_KW = ({"max_header_size": MAX_NPY_HEADER}
-              if "max_header_size" in inspect.signature(npy_format.read_array_header_1_0).parameters else {})
 
 
 class CheckpointError(ValueError):
@@ -87,23 +82,9 @@ def _size(n):
 
 
 def _npy_header(zf, info, path, name):
-    """(shape, dtype, data bytes) from the .npy header of zip entry `info`, reading only the header."""
-    try:
-        with zf.open(info) as f:
-            version = npy_format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = npy_format.read_array_header_1_0(f, **_HEADER_KW)
-            elif version == (2, 0):
-                shape, _, dtype = npy_format.read_array_header_2_0(f, **_HEADER_KW)
-            else:
-                raise CheckpointError(f"{path}: entry {name!r} is a .npy file of version {version}, "
-                                      f"not 1.0 or 2.0")
-            header_end = f.tell()
-    except CheckpointError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError,
-            NotImplementedError) as err:
-        raise CheckpointError(f"{path}: entry {name!r} has no readable .npy header ({err})") from err
+    """(shape, dtype, data bytes) of zip entry `info`, from its .npy header alone (data.download's
+    reader), checked: plain numbers, a valid shape, and exactly the bytes that shape needs."""
+    shape, dtype, header_end = npy_header(zf, info, path, name, error=CheckpointError)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in NUMERIC_KINDS:
         raise CheckpointError(f"{path}: entry {name!r} holds dtype {dtype}, not a plain numeric array")
     if not all(isinstance(n, int) and n >= 0 for n in shape):

@@ -203,8 +203,14 @@ def _size(n):
     return f"{n} bytes"
 
 
-def _npy_header(zf, info, path, name):
-    """(shape, dtype, header bytes) of zip entry `info`, reading only its .npy header."""
+def npy_header(zf, info, path, name, error=None):
+    """(shape, dtype, header bytes) of the .npy zip entry `info`, reading only its header.
+
+    The version must be 1.0 or 2.0 (numpy's header-size limit applies); anything unreadable
+    raises `error` (default DataFileError; the checkpoint reader passes CheckpointError) naming
+    `path` and the entry.  The caller validates shape and dtype against its own limits.
+    """
+    error = error or DataFileError
     try:
         with zf.open(info) as f:
             version = npy_format.read_magic(f)
@@ -213,16 +219,15 @@ def _npy_header(zf, info, path, name):
             elif version == (2, 0):
                 shape, _, dtype = npy_format.read_array_header_2_0(f, **_HEADER_KW)
             else:
-                raise DataFileError(f"{path}: entry {name!r} is a .npy file of version {version}, not 1.0 "
-                                    f"or 2.0")
+                raise error(f"{path}: entry {name!r} is a .npy file of version {version}, not 1.0 or 2.0")
             return tuple(shape), dtype, f.tell()
-    except DataFileError:
+    except error:
         raise
     except (zipfile.BadZipFile, zlib.error) as err:           # a small entry is read whole, CRC included
-        raise DataFileError(f"{path}: entry {name!r} is damaged ({err}); delete the file and download or "
-                            f"convert it again") from err
+        raise error(f"{path}: entry {name!r} is damaged ({err}); delete the file and download or "
+                    f"convert it again") from err
     except (ValueError, OSError, EOFError, SyntaxError, TypeError, NotImplementedError, RuntimeError) as err:
-        raise DataFileError(f"{path}: entry {name!r} has no readable .npy header ({err})") from err
+        raise error(f"{path}: entry {name!r} has no readable .npy header ({err})") from err
 
 
 def inspect_npz(path, names, check=None, max_entry_bytes=MAX_NPZ_ENTRY_BYTES,
@@ -279,7 +284,7 @@ def _inspect_npz(zf, path, names, check, max_entry_bytes, max_total_bytes):
         if total > max_total_bytes:
             raise DataFileError(f"{path}: its arrays would inflate to more than {_size(max_total_bytes)} in "
                                 f"all: the file is corrupt or a decompression bomb")
-        shape, dtype, header = _npy_header(zf, info, path, name)
+        shape, dtype, header = npy_header(zf, info, path, name)
         if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
             raise DataFileError(f"{path}: entry {name!r} holds dtype {dtype}, not plain numbers (Python "
                                 f"objects are never unpickled)")
