@@ -58,7 +58,8 @@ class Terminated(KeyboardInterrupt):
 DEFAULTS = {}         # run-config key -> built-in default (flags parse to SUPPRESS when absent)
 OPTIONS = {}          # run-config key -> its argparse action (the type a config file must give)
 MODEL_KEYS = ("hidden", "order", "layers", "tied", "embed_dim", "encoding", "form", "start", "carry_state",
-              "dropout", "init_scale", "scheduled_sampling", "ss_k", "ss_c", "ss_min")
+              "dropout", "init_scale", "scheduled_sampling", "ss_k", "ss_c", "ss_min", "activation", "direct",
+              "masks", "shuffle_order")
 SS_KEYS = ("ss_k", "ss_c", "ss_min")
 DATA_KEYS = {"dim": "synthetic-fvsbn", "vocab": "synthetic-markov", "seq_len": "synthetic-ar"}
 DATA_KEY_DEFAULTS = {"dim": 10, "vocab": 16, "seq_len": 50}
@@ -93,7 +94,16 @@ def _add_train_options(p):
     _opt(g, "--hidden", type=int, help="hidden units H", shown=defaults_by_model("hidden"))
     _opt(g, "--order", type=int, help="window length p of the token models (the RNN's BPTT length); "
                                       "gaussian-ar: the AR order", shown=defaults_by_model("order"))
-    _opt(g, "--layers", type=int, help="deep-nade: hidden layers", shown=defaults_by_model("layers"))
+    _opt(g, "--layers", type=int, help="deep-nade, made, orderless-nade: hidden layers",
+         shown=defaults_by_model("layers"))
+    _opt(g, "--activation", choices=["relu", "sigmoid"], help="made, orderless-nade: hidden units",
+         shown=defaults_by_model("activation"))
+    _opt(g, "--masks", type=int, help="made: connectivity-agnostic training over a pool of K mask sets, one "
+                                      "drawn per mini-batch (K = 1: one fixed mask); evaluate --ensemble K "
+                                      "mixes them", shown=defaults_by_model("masks"))
+    _opt(g, "--shuffle-order", action=flag, help="made: every mask set has its own random ordering of the "
+                                                 "inputs", shown="off")
+    _opt(g, "--direct", action=flag, help="made: direct input-to-output connections", shown="off")
     _opt(g, "--tied", action=flag, help="sequence-nade, rnn: share input and output weights", shown="off")
     _opt(g, "--embed-dim", type=int, help="softmax-fvsbn: embedding width K (implies --encoding embedding)",
          shown="128 with --encoding embedding")
@@ -109,7 +119,7 @@ def _add_train_options(p):
     _opt(g, "--dropout", type=float, help="input/embedding dropout probability, in [0, 1) (token models)",
          shown="0")
     _opt(g, "--init-scale", type=float, help="std of the initial weights",
-         shown=defaults_by_model("init_scale"))
+         shown=defaults_by_model("init_scale") + "; made, orderless-nade: std sqrt(gain / fan-in) per layer")
     _opt(g, "--init-bias", action=flag, default=True,
          help="start the output bias at the training data's marginals: pixel logits (nade) or "
               "unigram log-frequencies (token models)")
@@ -270,7 +280,7 @@ class _Names:
 
 # ----------------------------------------------------------------------------- range checks
 
-INT_MIN = {"hidden": 1, "order": 1, "layers": 1, "embed_dim": 1, "batch_size": 1, "eval_batch_size": 1,
+INT_MIN = {"hidden": 1, "order": 1, "layers": 1, "masks": 1, "embed_dim": 1, "batch_size": 1, "eval_batch_size": 1,
            "max_batches": 1, "n_train": 1, "dim": 1, "vocab": 2, "seq_len": 2, "eval_tokens": 1, "epochs": 1,
            "warmup": 0, "patience": 0, "lr_patience": 1, "seed": 0, "data_seed": 0}
 INT_MAX = {"dim": MAX_ENUM_D}
@@ -735,6 +745,9 @@ def build_parser():
                                                                "(default: the run's)")
             s.add_argument("--max-tokens", type=int, metavar="N",
                            help="token data: score only the first N tokens of the split (default: all)")
+            s.add_argument("--ensemble", type=int, metavar="K",
+                           help="made, orderless-nade: score the mixture of K members (mask sets or "
+                                "orderings), log p = logsumexp_k log p_k - log K (default: member 0 alone)")
             s.add_argument("--json", action="store_true", help="print one JSON object (default: text)")
         else:
             s.add_argument("-n", type=int, help="samples (default: 3 texts, 100 images, 5 sequences)")

@@ -161,6 +161,18 @@ def model_kind(model):
     return next(s.kind for s in MODELS.values() if s.cls == type(model).__name__)
 
 
+def ensemble_of(model, K):
+    """The K-member mixture of a model with members (MADE mask sets, orderless-NADE orderings)."""
+    from .ensemble import Ensemble
+    if not hasattr(model, "ordering"):
+        raise UsageError(f"--ensemble needs a model with members (made, orderless-nade), not a "
+                         f"{type(model).__name__}")
+    try:
+        return Ensemble(model, K)
+    except ValueError as err:
+        raise UsageError(f"--ensemble {K}: {err}") from None
+
+
 def _check_eval_fit(data, split, cfg, mode, max_tokens):
     """The window length and the stream count must fit the (first max_tokens tokens of the) split."""
     if data.kind != "tokens":
@@ -179,6 +191,7 @@ def cmd_evaluate(args):
     """NLL (and perplexity) of a checkpoint on a split, one line per figure or one JSON object."""
     check_count(args.eval_batch_size, "--eval-batch-size")
     check_count(args.max_tokens, "--max-tokens")
+    check_count(args.ensemble, "--ensemble")
     check_device(args.device)
     path, meta, model = _open(args.target, args.device)
     kind = (meta.get("data") or {}).get("kind") or model_kind(model)
@@ -188,11 +201,14 @@ def cmd_evaluate(args):
         raise UsageError(f"--mode stream needs a recurrent model (rnn); {type(model).__name__} carries no state")
     if args.max_tokens is not None and kind != "tokens":
         raise UsageError(f"--max-tokens only applies to token data, not to a {type(model).__name__}")
+    if args.ensemble is not None:
+        model = ensemble_of(model, args.ensemble)
     mode = args.mode or ("stream" if getattr(model, "carry_state", False) else "chunked")
     data, cfg = data_for(meta, model, args, path)
     _check_eval_fit(data, args.split, cfg, mode, args.max_tokens)
     r = evaluate_split(model, data, args.split, cfg, mode=mode, device=args.device, max_tokens=args.max_tokens)
-    r.update(checkpoint=str(path), model=type(model).__name__, epoch=meta.get("epoch"), data=data.name)
+    r.update(checkpoint=str(path), model=type(getattr(model, "model", model)).__name__, epoch=meta.get("epoch"),
+             data=data.name, ensemble=args.ensemble)
     if r["true_entropy"] is not None:
         r["nll_stderr"], _ = nll_stderr(model, data, args.split, cfg, args.device, args.max_tokens)
     if args.json:
@@ -200,6 +216,9 @@ def cmd_evaluate(args):
         return EXIT_OK
     unit = f"nats per {data.unit}"
     print(f"checkpoint    {path} ({r['model']}, epoch {r['epoch']})")
+    if args.ensemble is not None:
+        print(f"ensemble      mixture of {args.ensemble} members: log p(x) = logsumexp_k log p_k(x) - log "
+              f"{args.ensemble}")
     print(f"data          {data.name}, {args.split} split: {r['count']:,} {data.unit}s"
           + (f" (the first {args.max_tokens:,} tokens at most)" if args.max_tokens is not None else ""))
     if r["mode"] == "chunked":

@@ -191,16 +191,27 @@ def check_model(model, batch, h=1e-5, max_elements=None, rng=None, n_directions=
     """Check a model's hand-written gradients on one batch: {name: relative error}.
 
     Contract: ``model.params`` is a dict of float64 arrays and
-    ``model.loss_and_grads(batch) -> (loss, grads)``.  The loss must be deterministic
-    (turn dropout off, or fix its mask).  With ``n_directions=None`` every entry (or
-    `max_elements` random entries) of every parameter is checked (:func:`check_grads`);
-    with an int, :func:`check_directional` with that many directions per parameter.
+    ``model.loss_and_grads(batch) -> (loss, grads)``.  Random draws the model makes per call
+    from its own ``numpy.random.Generator`` attributes (a MADE's mask set, an order-agnostic
+    NADE's orderings, dropout masks) are replayed: every call starts from the generators'
+    states at entry, so each loss is the same function of the parameters.  With
+    ``n_directions=None`` every entry (or `max_elements` random entries) of every parameter is
+    checked (:func:`check_grads`); with an int, :func:`check_directional` with that many
+    directions per parameter.
     """
-    _, grads = model.loss_and_grads(batch)
+    generators = {k: v for k, v in vars(model).items() if isinstance(v, np.random.Generator)}
+    states = {k: g.bit_generator.state for k, g in generators.items()}
+
+    def replayed():
+        for k, g in generators.items():
+            g.bit_generator.state = states[k]
+        return model.loss_and_grads(batch)
+
+    _, grads = replayed()
     grads = _host_copy(grads)               # the model may reuse its gradient buffers
 
     def loss_fn():
-        return model.loss_and_grads(batch)[0]
+        return replayed()[0]
 
     if n_directions is None:
         return check_grads(loss_fn, model.params, grads, h, max_elements, rng)

@@ -12,6 +12,9 @@ keys become which constructor arguments::
     deep-nade        DeepNADE         tokens   order -> p, hidden -> H, layers, dropout
     rnn              RecurrentNADE    tokens   hidden -> H, tied, carry_state, dropout,
                                                scheduled_sampling, ss_k, ss_c, ss_min
+    made             MADE             binary   hidden -> H, layers, activation, direct, masks,
+                                               shuffle_order
+    orderless-nade   OrderlessNADE    binary   hidden -> H, layers, activation
 
 Sizes fixed by the data (D, vocab_size) come from the data set; seed, dtype and device are
 passed to every class that takes them.  A row whose module is missing (or fails to import)
@@ -91,8 +94,16 @@ MODELS = {s.name: s for s in (
                "init_scale": "init_scale", "scheduled_sampling": "scheduled_sampling", "ss_k": "ss_k",
                "ss_c": "ss_c", "ss_min": "ss_min"},
               defaults={"order": 35}, variants=({"tied": False}, {"tied": True})),
+    ModelSpec("made", "made", "MADE", "binary",
+              {"hidden": "H", "layers": "layers", "activation": "activation", "direct": "direct", "masks": "masks",
+               "shuffle_order": "shuffle_order", "init_scale": "init_scale"},
+              variants=({"layers": 1}, {"layers": 2, "direct": True, "masks": 3, "shuffle_order": True},
+                        {"activation": "sigmoid"})),
+    ModelSpec("orderless-nade", "orderless_nade", "OrderlessNADE", "binary",
+              {"hidden": "H", "layers": "layers", "activation": "activation", "init_scale": "init_scale"},
+              variants=({"layers": 1}, {"layers": 2}, {"activation": "sigmoid"})),
 )}
-ALIASES = {"recurrent-nade": "rnn", "rnade": "rnn", "linear-gaussian-ar": "gaussian-ar", "ar": "gaussian-ar",
+ALIASES = {"orderless": "orderless-nade", "order-agnostic-nade": "orderless-nade", "recurrent-nade": "rnn", "rnade": "rnn", "linear-gaussian-ar": "gaussian-ar", "ar": "gaussian-ar",
            "fvsbn-softmax": "softmax-fvsbn"}
 
 

@@ -152,7 +152,8 @@ def test_gaussian_ar_train_and_sample(tmp_path, capsys):
 def test_gradcheck_all_models_pass(capsys):
     assert main(["gradcheck", "--model", "all", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    for name in ("nade", "fvsbn", "gaussian-ar", "softmax-fvsbn", "sequence-nade", "deep-nade", "rnn"):
+    for name in ("nade", "fvsbn", "gaussian-ar", "softmax-fvsbn", "sequence-nade", "deep-nade", "rnn", "made",
+                 "orderless-nade"):
         assert f"== {name}:" in out
     assert "parameter | rel. error | ok" in out and "| NO" not in out and "passed" in out
 
@@ -195,6 +196,8 @@ def test_config_file_with_flags_overriding(tmp_path, capsys):
     ("sequence-nade", ["--order", "4", "--vocab", "5", "--n-train", "1500", "--hidden", "6", "--tied"]),
     ("deep-nade", ["--order", "4", "--vocab", "5", "--n-train", "1500", "--hidden", "6", "--layers", "2"]),
     ("rnn", ["--order", "5", "--vocab", "5", "--n-train", "1500", "--hidden", "6", "--tied"]),
+    ("made", ["--dim", "6", "--n-train", "300", "--hidden", "8", "--layers", "2", "--direct", "--masks", "2"]),
+    ("orderless-nade", ["--dim", "6", "--n-train", "300", "--hidden", "8", "--activation", "sigmoid"]),
 ])
 def test_every_model_trains_on_its_synthetic_source(tmp_path, capsys, model, extra):
     assert train(tmp_path / "run", ["--model", model, *extra, "--no-plot"], 1) == 0
@@ -260,7 +263,12 @@ def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch, caps
     RNN_ARGS + ["--carry-state", "--warmup", "5", "--lr-decay", "0.5", "--clip", "1.0"],
     ["--model", "sequence-nade", "--hidden", "6", "--order", "4", "--vocab", "5", "--n-train", "1500",
      "--batch-size", "16", "--dropout", "0.2", "--optimizer", "nesterov", "--lr", "0.05", "--no-plot"],
-], ids=["nade-adam-l2", "rnn-dropout-carry-warmup-decay-clip", "sequence-nade-dropout-nesterov"])
+    ["--model", "made", "--hidden", "8", "--masks", "5", "--shuffle-order", "--dim", "6", "--n-train", "300",
+     "--batch-size", "50", "--no-plot"],
+    ["--model", "orderless-nade", "--hidden", "8", "--layers", "2", "--dim", "6", "--n-train", "300",
+     "--batch-size", "50", "--no-plot"],
+], ids=["nade-adam-l2", "rnn-dropout-carry-warmup-decay-clip", "sequence-nade-dropout-nesterov",
+        "made-mask-draws", "orderless-nade-mask-draws"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, args):
     assert train(tmp_path / "straight", args, 4) == 0
     assert train(tmp_path / "split", args, 2) == 0
@@ -504,8 +512,10 @@ def test_the_readme_command_lines_parse():
 def test_config_records_the_resolved_values_not_null(model):
     spec = MODELS[model]
     cfg = cli.fresh_config(_subparsers()["train"], {"model": model}, {})
+    fan_in = model in ("made", "orderless-nade")      # their init_scale None means std sqrt(gain / fan-in)
     used = [k for k in spec.options if not k.startswith("ss_") and k != "scheduled_sampling"
-            and not (k == "embed_dim" and cfg.get("encoding") != "embedding")]
+            and not (k == "embed_dim" and cfg.get("encoding") != "embedding")
+            and not (k == "init_scale" and fan_in)]
     assert all(cfg[k] is not None for k in used), {k: cfg[k] for k in used}
     assert cfg["batch_size"] and cfg["eval_batch_size"] and cfg["eval_mode"] and cfg["lr"] > 0
     if spec.kind == "tokens":
@@ -541,3 +551,25 @@ def test_scheduled_sampling_header_shows_how_eps_moves(tmp_path, capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ss "))
     start, end = map(float, re.search(r"eps (\d\.\d+) now, (\d\.\d+) at the last step of epoch 2", line).groups())
     assert start == pytest.approx(teacher_forcing_schedule("inverse-sigmoid", 0, 2.0), abs=1e-3) and end < 0.01
+
+
+def test_evaluate_scores_an_ensemble_of_mask_sets_as_a_mixture(tmp_path, capsys):
+    run = tmp_path / "made"
+    assert train(run, ["--model", "made", "--hidden", "8", "--masks", "4", "--shuffle-order", "--dim", "6",
+                       "--n-train", "300", "--batch-size", "50", "--no-plot"], 2) == 0
+    capsys.readouterr()
+    results = {}
+    for K in (1, 4):
+        assert main(["evaluate", str(run), "--ensemble", str(K), "--json"]) == 0
+        results[K] = json.loads(capsys.readouterr().out)
+    assert results[4]["ensemble"] == 4 and results[4]["model"] == "MADE"
+    from scratchnade.ensemble import ensemble_log_prob
+    from scratchnade.registry import load_data
+    meta, params, _ = checkpoint(run, "best.npz")
+    from scratchnade.models.made import MADE
+    model = MADE(**meta["config"])
+    model.load_state_dict(params)
+    test = load_data(meta["run_config"]).test
+    for K in (1, 4):                                               # the CLI's figure is the mixture's NLL
+        expected = -float(np.mean(ensemble_log_prob(model, test.astype(model.dtype), K)))
+        assert results[K]["nll"] == pytest.approx(expected, rel=1e-5)

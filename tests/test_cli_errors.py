@@ -13,13 +13,16 @@ NADE = ["--model", "nade", "--hidden", "4", "--dim", "6", "--n-train", "300", "-
 RNN = ["--model", "rnn", "--hidden", "4", "--order", "5", "--vocab", "5", "--n-train", "1500", "--batch-size", "16",
        "--no-plot"]
 AR = ["--model", "gaussian-ar", "--seq-len", "20", "--n-train", "200", "--no-plot"]
+MADE = ["--model", "made", "--hidden", "8", "--masks", "3", "--dim", "6", "--n-train", "300", "--batch-size", "50",
+        "--no-plot"]
+OA = ["--model", "orderless-nade", "--hidden", "8", "--dim", "6", "--n-train", "300", "--batch-size", "50", "--no-plot"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One-epoch runs of NADE, an RNN and an AR(1), shared by the cases that read a checkpoint."""
     root = tmp_path_factory.mktemp("runs")
-    for name, args in (("nade", NADE), ("rnn", RNN), ("ar", AR)):
+    for name, args in (("nade", NADE), ("rnn", RNN), ("ar", AR), ("made", MADE)):
         assert main(["train", *args, "--epochs", "1", "--run-dir", str(root / name)]) == 0
     return root
 
@@ -58,6 +61,14 @@ TRAIN = [  # (id, extra argv, what the message must name)
     ("dim-too-big", NADE + ["--dim", "40"], "--dim"),
     ("vocab-1", RNN + ["--vocab", "1"], "--vocab"),
     ("n-train-0", NADE + ["--n-train", "0"], "--n-train"),
+    ("masks-0", MADE + ["--masks", "0"], "--masks"),
+    ("masks-on-nade", NADE + ["--masks", "2"], "--masks"),
+    ("masks-on-orderless-nade", OA + ["--masks", "2"], "--masks"),
+    ("activation-unknown", MADE + ["--activation", "tanh"], "--activation"),
+    ("activation-on-nade", NADE + ["--activation", "relu"], "--activation"),
+    ("shuffle-order-on-orderless-nade", OA + ["--shuffle-order"], "--shuffle-order"),
+    ("direct-on-nade", NADE + ["--direct"], "--direct"),
+    ("layers-0-made", MADE + ["--layers", "0"], "--layers"),
     ("eval-batch-size-0", NADE + ["--eval-batch-size", "0"], "--eval-batch-size"),
     ("max-batches-0", NADE + ["--max-batches", "0"], "--max-batches"),
     ("epochs-0", NADE + ["--epochs", "0"], "--epochs"),
@@ -136,6 +147,9 @@ CONFIGS = [  # (id, file name, content, what the message must name besides the f
     ("batch-size-2.7", "c.json", {"batch_size": 2.7}, '"batch_size"'),
     ("epochs-2.5", "c.json", {"epochs": 2.5}, '"epochs"'),
     ("epochs-true", "c.json", {"epochs": True}, '"epochs"'),
+    ("masks-2.5", "c.json", {"model": "made", "masks": 2.5}, '"masks"'),
+    ("direct-yes", "c.json", {"model": "made", "direct": "yes"}, '"direct"'),
+    ("activation-unknown", "c.json", {"model": "orderless-nade", "activation": "tanh"}, '"activation"'),
     ("hidden-string", "c.json", {"hidden": "500"}, '"hidden"'),
     ("lr-null", "c.json", {"lr": None}, '"lr"'),
     ("betas-one-number", "c.json", {"betas": [0.9]}, '"betas"'),
@@ -200,6 +214,9 @@ COMMANDS = [
     ("evaluate-max-tokens-binary", ["evaluate", "RUN/nade", "--max-tokens", "100"], "--max-tokens"),
     ("evaluate-max-tokens-below-window", ["evaluate", "RUN/rnn", "--max-tokens", "3"], "--max-tokens"),
     ("evaluate-stream-binary", ["evaluate", "RUN/nade", "--mode", "stream"], "--mode"),
+    ("evaluate-ensemble-0", ["evaluate", "RUN/made", "--ensemble", "0"], "--ensemble"),
+    ("evaluate-ensemble-above-masks", ["evaluate", "RUN/made", "--ensemble", "4"], "--ensemble"),
+    ("evaluate-ensemble-nade", ["evaluate", "RUN/nade", "--ensemble", "2"], "--ensemble"),
     ("evaluate-too-many-streams", ["evaluate", "RUN/rnn", "--mode", "stream", "--eval-batch-size", "600"],
      "--eval-batch-size"),
     ("evaluate-no-checkpoint", ["evaluate", "TMP/nothing.npz"], "nothing.npz"),

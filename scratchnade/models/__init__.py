@@ -1,6 +1,7 @@
 """One file per lecture model; each file's docstring states its equations.
 
-Binary and real-valued data (B, D) / (B, T):  LinearGaussianAR, FVSBN, NADE.
+Binary and real-valued data (B, D) / (B, T):  LinearGaussianAR, FVSBN, NADE; beyond the lecture,
+                                              MADE and OrderlessNADE (order-agnostic).
 Token windows, time-major (p, B):             SoftmaxFVSBN, SequenceNADE, DeepNADE, RecurrentNADE.
 """
 from .base import Model
@@ -11,3 +12,5 @@ from .recurrent_nade import RecurrentNADE
 from .softmax_fvsbn import SoftmaxFVSBN
 from .deep_nade import DeepNADE
 from .sequence_nade import SequenceNADE
+from .made import MADE
+from .orderless_nade import OrderlessNADE
