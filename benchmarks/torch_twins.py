@@ -4,6 +4,7 @@ Used by benchmarks/wikitext2.py to compare speed and learning curves; never impo
 
     TorchRNN(model)            h_t = sigmoid(c + W_h h_{t-1} + W_x x_t),  f_t = b + W_o h_{t-1}
     TorchSequenceNADE(model)   h_t = sigmoid(c_t + sum_{s<t} V_s x_s),    f_t = b_t + sum_{s<=t} W_s h_s
+    TorchTransformer(model)    pre-LN blocks e += Attn(LN1(e)), e += MLP(LN2(e)); f_t = b + W_o LN(e_t)
 """
 import numpy as np
 import torch
@@ -65,11 +66,61 @@ class TorchSequenceNADE(torch.nn.Module):
         return torch.nn.functional.cross_entropy(f.reshape(-1, f.shape[-1]), x.reshape(-1)), None
 
 
+class TorchTransformer(torch.nn.Module):
+    """The decoder-only transformer of scratchnade.models.transformer, the same parameter names and
+    layouts (row-vector maps y = x W + b, per-block arrays stacked on a leading L axis).
+
+    forward(x (T, B) long, h0 ignored) -> (mean NLL, None).  Attention is torch's fused
+    scaled_dot_product_attention with is_causal=True: softmax(q k^T / sqrt(d_h) + causal mask) v,
+    the same maths as scratchnade.models.attention.  Dropout (``model.dropout``, while
+    ``self.training``) uses torch's own masks: same rate and places (attention probabilities,
+    both residual branches), other draws.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        for k, v in model.params.items():
+            setattr(self, k, _parameter(v))
+        self.names = list(model.params)
+        self.heads, self.dropout = model.heads, model.dropout
+        self.tied = "W_o" not in model.params
+
+    def forward(self, x, h0=None):
+        F = torch.nn.functional
+        T, B = x.shape
+        L, d, _ = self.W_q.shape
+        h, drop = self.heads, self.dropout if self.training else 0.0
+        e = torch.cat([self.s.expand(1, B, d), F.embedding(x[:-1], self.E)]) + self.P[:T, None]   # e_t
+        zero = self.b_q.new_zeros(d)                                  # the keys have no bias
+        for l in range(L):
+            u = F.layer_norm(e, (d,), self.g1[l], self.beta1[l], eps=1e-5)                # LN1(e)
+            W = torch.cat([self.W_q[l], self.W_k[l], self.W_v[l]], dim=1)               # (d, 3d)
+            qkv = torch.addmm(torch.cat([self.b_q[l], zero, self.b_v[l]]), u.reshape(T * B, d), W)
+            q, k, v = qkv.view(T, B, 3, h, d // h).permute(2, 1, 3, 0, 4)               # (B, h, T, d_h) each
+            c = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            c = c.permute(2, 0, 1, 3).reshape(T * B, d)                                 # heads side by side
+            z = torch.addmm(self.b_a[l], c, self.W_a[l]).view(T, B, d)
+            e = e + F.dropout(z, drop)                                                  # a = e + m1 Attn
+            u = F.layer_norm(e, (d,), self.g2[l], self.beta2[l], eps=1e-5)                # LN2(a)
+            r = F.gelu(torch.addmm(self.b_1[l], u.reshape(T * B, d), self.W_1[l]), approximate="tanh")
+            r = torch.addmm(self.b_2[l], r, self.W_2[l]).view(T, B, d)
+            e = e + F.dropout(r, drop)                                                  # e = a + m2 MLP
+        hT = F.layer_norm(e, (d,), self.g, self.beta, eps=1e-5).reshape(T * B, d)       # h_t
+        f = F.linear(hT, self.E if self.tied else self.W_o, self.b)                     # f_t = b + W_o h_t
+        return F.cross_entropy(f, x.reshape(-1)), None
+
+    def grads(self):
+        """{name: gradient as a NumPy array}, the keys of the scratchnade model's params."""
+        return {k: getattr(self, k).grad.detach().numpy() for k in self.names}
+
+
 def twin(model):
-    """The PyTorch twin of a RecurrentNADE or SequenceNADE, with the same parameter values."""
+    """The PyTorch twin of a RecurrentNADE, SequenceNADE or Transformer, with the same parameter values."""
     name = type(model).__name__
     if name == "RecurrentNADE":
         return TorchRNN(model)
     if name == "SequenceNADE":
         return TorchSequenceNADE(model)
+    if name == "Transformer":
+        return TorchTransformer(model)
     raise ValueError(f"no PyTorch twin for {name}")

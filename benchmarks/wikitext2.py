@@ -1,16 +1,20 @@
 """WikiText-2: training throughput and learning curves of our models against the same equations in PyTorch.
 
     python benchmarks/wikitext2.py speed [--threads 1] [--steps 8]
+    python benchmarks/wikitext2.py speed --model transformer [--layers 2 --heads 4 --d-model 256 --context 128]
     python benchmarks/wikitext2.py train --model rnn [--tied] [--tokens 1044314] [--eval-every 262144] [--torch]
     python benchmarks/wikitext2.py train --model nade --order 8 --epochs 3
+    python benchmarks/wikitext2.py train --model transformer --lr 1e-3 --clip 1 --epochs 0.125 --torch
 
 `speed` times forward + backward + Adam step (float32, B = 32, H = 256, V = 33,278) for the
 recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternating ours and
 PyTorch's step by step in one process, and prints tokens/s and the ratio; on WikiText-2's
-first training batches (default) or, with `--ids uniform`, on uniform random ids.
+first training batches (default) or, with `--ids uniform`, on uniform random ids.  With
+`--model transformer` it times the transformer instead (untied and tied; L = 2 blocks,
+d_model = 256, 4 heads, windows of p = context = 128 tokens, B = 16 by default).
 
 `train` trains on the training split (RNN: consecutive stream batches with the state carried
-across chunks; NADE: shuffled p-token segments), evaluates validation perplexity every
+across chunks; NADE and transformer: shuffled p-token segments), evaluates validation perplexity every
 `--eval-every` tokens (chunked: independent p-token windows, each from the initial state / with
 the history inside the window, as trained; stream: the RNN's state carried through 64 contiguous
 streams), and test perplexity at the end (`--final-sliding` adds the NADE's sliding-window figure).
@@ -30,20 +34,28 @@ import sys
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["speed", "train"])
-    p.add_argument("--model", choices=["rnn", "nade"], default="rnn")
+    p.add_argument("--model", choices=["rnn", "nade", "transformer"], default="rnn")
     p.add_argument("--tied", action="store_true")
-    p.add_argument("--order", type=int, default=None, help="window p (default 35 for rnn, 8 for nade)")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--order", type=int, default=None,
+                   help="window p (default 35 for rnn, 8 for nade, --context for transformer)")
+    p.add_argument("--hidden", type=int, default=256, help="rnn, nade: hidden units H")
+    p.add_argument("--layers", type=int, default=2, help="transformer: blocks L")
+    p.add_argument("--heads", type=int, default=4, help="transformer: attention heads")
+    p.add_argument("--d-model", type=int, default=256, help="transformer: width d")
+    p.add_argument("--context", type=int, default=128, help="transformer: positions (the longest window)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 16 for transformer, "
+                                                                "else 32)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon")
     p.add_argument("--clip", type=float, default=0.25)
-    p.add_argument("--init-scale", type=float, default=0.1)
+    p.add_argument("--init-scale", type=float, default=None, help="default 0.02 for transformer, else 0.1")
     p.add_argument("--output-init-scale", type=float, default=None,
                    help="untied models: redraw the output weights (rnn W_o, nade W) at this scale (0: zeros), "
                         "so the random inputs shape h while the logits start at the bias")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="transformer: on attention probabilities and residual branches (the twin draws its own "
+                        "masks at the same rate)")
     p.add_argument("--epochs", type=float, default=None, help="training budget in epochs (or --tokens)")
     p.add_argument("--tokens", type=int, default=None, help="training budget in tokens")
     p.add_argument("--minutes", type=float, default=None,
@@ -78,7 +90,11 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=None, help="BLAS / torch threads (default: library default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    transformer = a.model == "transformer"
+    a.batch_size = a.batch_size or (16 if transformer else 32)
+    a.init_scale = a.init_scale if a.init_scale is not None else (0.02 if transformer else 0.1)
+    return a
 
 
 args = parse(sys.argv[1:] if __name__ == "__main__" else [])
@@ -96,7 +112,7 @@ from scratchnade.backend import asnumpy, to_device  # noqa: E402
 from scratchnade.checkpoint import save_checkpoint  # noqa: E402
 from scratchnade.data.text import load_wikitext2, stream_batches, window_batches  # noqa: E402
 from scratchnade.evaluate import perplexity  # noqa: E402
-from scratchnade.models import RecurrentNADE, SequenceNADE  # noqa: E402
+from scratchnade.models import RecurrentNADE, SequenceNADE, Transformer  # noqa: E402
 from scratchnade.models.recurrent_nade import hidden_states  # noqa: E402
 from scratchnade.optim import SGD, Adam, linear_anneal  # noqa: E402
 
@@ -113,6 +129,11 @@ def build(kind, V, p, a):
     if kind == "rnn":
         model = RecurrentNADE(V, H=a.hidden, tied=a.tied, carry_state=True, dropout=a.dropout,
                               init_scale=a.init_scale, seed=a.seed)
+    elif kind == "transformer":
+        if p > a.context:
+            raise SystemExit(f"--order {p} is longer than --context {a.context}")
+        model = Transformer(V, context=a.context, d_model=a.d_model, layers=a.layers, heads=a.heads, tied=a.tied,
+                            dropout=a.dropout, init_scale=a.init_scale, seed=a.seed)
     else:
         model = SequenceNADE(V, p=p, H=a.hidden, tied=a.tied, dropout=a.dropout, init_scale=a.init_scale,
                              seed=a.seed)
@@ -121,11 +142,11 @@ def build(kind, V, p, a):
 
 
 def redraw_output(model, scale, seed):
-    """Output weights ~ N(0, scale^2) (RNN W_o, NADE W), the rest as built.  Untied models only:
-    tied, the same array is also the input weights."""
+    """Output weights ~ N(0, scale^2) (RNN and transformer W_o, NADE W), the rest as built.  Untied
+    models only: tied, the same array is also the input weights."""
     if model.config["tied"]:
         raise SystemExit("--output-init-scale needs an untied model (tied, W_o / W is also the input)")
-    name = "W_o" if kind_of(model) == "rnn" else "W"
+    name = "W" if kind_of(model) == "nade" else "W_o"
     w = model.params[name]
     new = np.random.default_rng([seed, 2]).normal(0.0, scale, size=w.shape)
     w[...] = to_device(new.astype(w.dtype), model.device)
@@ -176,7 +197,16 @@ def torch_step_fn(model, lr, clip):
 
 
 def kind_of(model):
+    if isinstance(model, Transformer):
+        return "transformer"
     return "rnn" if isinstance(model, RecurrentNADE) else "nade"
+
+
+def sizes(kind, p):
+    """The sizes of a result row: H for the NADEs, L / d / heads / context for the transformer."""
+    if kind == "transformer":
+        return {"p": p, "layers": args.layers, "d_model": args.d_model, "heads": args.heads, "context": args.context}
+    return {"p": p, "H": args.hidden}
 
 
 def our_step_fn(model, lr, clip):
@@ -215,7 +245,12 @@ def speed():
     """tokens/s of ours and PyTorch's at WikiText-2's vocabulary, on its training batches or random ids."""
     rng = np.random.default_rng(args.seed)
     train = load_wikitext2(args.data_dir).train if args.ids == "wikitext2" else None
-    for kind, p, tied in [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]:
+    if args.model == "transformer":
+        p = args.order or args.context
+        cases = [("transformer", p, False), ("transformer", p, True)]
+    else:
+        cases = [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]
+    for kind, p, tied in cases:
         args.tied = tied
         model = build(kind, V_WIKITEXT2, p, args)
         ours, theirs = our_step_fn(model, 1e-3, None), torch_step_fn(model, 1e-3, None)
@@ -230,22 +265,27 @@ def speed():
                     times[name].append(time.perf_counter() - t0)
         tok = p * args.batch_size
         o, t = tok / np.median(times["ours"]), tok / np.median(times["torch"])
-        print(json.dumps({"benchmark": "wikitext2_speed", "model": kind, "p": p, "tied": tied, "B": args.batch_size,
-                          "H": args.hidden, "V": V_WIKITEXT2, "threads": args.threads or "default",
+        print(json.dumps({"benchmark": "wikitext2_speed", "model": kind, "tied": tied, "B": args.batch_size,
+                          **sizes(kind, p), "V": V_WIKITEXT2, "threads": args.threads or "default",
                           "ours_tok_s": round(o), "torch_tok_s": round(t), "ratio": round(o / t, 2),
                           "steps": args.steps, "ids": args.ids}), flush=True)
 
 
 def torch_perplexity(step, ids, p, stream):
     """Perplexity of the twin: chunked (independent p-token windows from the initial state) or
-    stream (64 contiguous streams, state carried from window to window)."""
+    stream (64 contiguous streams, state carried from window to window).  Like ours: every
+    token, the T mod p left over as one shorter window, and no dropout."""
     import torch
     total, count, h = 0.0, 0, None
     batches = stream_batches(ids, p, 64) if stream else window_batches(ids, p, 256, shuffle=False)
+    if not stream and ids.size % p:
+        batches = [*batches, ids[ids.size - ids.size % p:, None]]     # scratchnade.evaluate's chunked windows
+    step.net.eval()
     with torch.no_grad():
         for x in batches:
             loss, h = step.net(torch.from_numpy(np.ascontiguousarray(x)), h if stream else None)
             total, count = total + float(loss) * x.size, count + x.size
+    step.net.train()
     return math.exp(total / count)
 
 
@@ -257,7 +297,7 @@ def modes(kind):
 def train():
     corpus = load_wikitext2(args.data_dir)
     kind = args.model
-    p = args.order or (35 if kind == "rnn" else 8)
+    p = args.order or {"rnn": 35, "nade": 8, "transformer": args.context}[kind]
     model = build(kind, corpus.vocab_size, p, args)
     if args.output_init_scale is not None:
         redraw_output(model, args.output_init_scale, args.seed)
@@ -280,7 +320,7 @@ def train():
 
     def report(final=False, start=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
-        row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, "p": p, "H": args.hidden,
+        row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, **sizes(kind, p),
                "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
                "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
                "unigram_bias": args.unigram_bias, "anneal": args.anneal,

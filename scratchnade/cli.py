@@ -59,7 +59,7 @@ DEFAULTS = {}         # run-config key -> built-in default (flags parse to SUPPR
 OPTIONS = {}          # run-config key -> its argparse action (the type a config file must give)
 MODEL_KEYS = ("hidden", "order", "layers", "tied", "embed_dim", "encoding", "form", "start", "carry_state",
               "dropout", "init_scale", "scheduled_sampling", "ss_k", "ss_c", "ss_min", "activation", "direct",
-              "masks", "shuffle_order")
+              "masks", "shuffle_order", "context", "d_model", "heads")
 SS_KEYS = ("ss_k", "ss_c", "ss_min")
 DATA_KEYS = {"dim": "synthetic-fvsbn", "vocab": "synthetic-markov", "seq_len": "synthetic-ar"}
 DATA_KEY_DEFAULTS = {"dim": 10, "vocab": 16, "seq_len": 50}
@@ -92,10 +92,18 @@ def _add_train_options(p):
     g = p.add_argument_group("model")
     _opt(g, "--model", default="nade", help=f"one of {', '.join(MODELS)}")
     _opt(g, "--hidden", type=int, help="hidden units H", shown=defaults_by_model("hidden"))
-    _opt(g, "--order", type=int, help="window length p of the token models (the RNN's BPTT length); "
-                                      "gaussian-ar: the AR order", shown=defaults_by_model("order"))
-    _opt(g, "--layers", type=int, help="deep-nade, made, orderless-nade: hidden layers",
+    _opt(g, "--order", type=int, help="window length p of the token models (the RNN's BPTT length; transformer: "
+                                      "at most --context); gaussian-ar: the AR order",
+         shown=defaults_by_model("order") + "; --context for transformer")
+    _opt(g, "--layers", type=int, help="deep-nade, made, orderless-nade: hidden layers; transformer: blocks",
          shown=defaults_by_model("layers"))
+    _opt(g, "--d-model", type=int, help="transformer: width d of the token and position embeddings and of every "
+                                        "block (its MLP is 4d wide)", shown=defaults_by_model("d_model"))
+    _opt(g, "--heads", type=int, help="transformer: attention heads h, each of d / h features; must divide "
+                                      "--d-model", shown=defaults_by_model("heads"))
+    _opt(g, "--context", type=int, help="transformer: positions it has embeddings for, the longest window "
+                                        "(--order); longer samples slide a window over the last context - 1 tokens",
+         shown=defaults_by_model("context"))
     _opt(g, "--activation", choices=["relu", "sigmoid"], help="made, orderless-nade: hidden units",
          shown=defaults_by_model("activation"))
     _opt(g, "--masks", type=int, help="made: connectivity-agnostic training over a pool of K mask sets, one "
@@ -104,7 +112,8 @@ def _add_train_options(p):
     _opt(g, "--shuffle-order", action=flag, help="made: every mask set has its own random ordering of the "
                                                  "inputs", shown="off")
     _opt(g, "--direct", action=flag, help="made: direct input-to-output connections", shown="off")
-    _opt(g, "--tied", action=flag, help="sequence-nade, rnn: share input and output weights", shown="off")
+    _opt(g, "--tied", action=flag, help="sequence-nade, rnn, transformer: share input and output weights",
+         shown="off")
     _opt(g, "--embed-dim", type=int, help="softmax-fvsbn: embedding width K (implies --encoding embedding)",
          shown="128 with --encoding embedding")
     _opt(g, "--encoding", choices=["onehot", "embedding"], help="softmax-fvsbn: input encoding",
@@ -116,8 +125,9 @@ def _add_train_options(p):
     _opt(g, "--carry-state", action=flag, help="rnn: carry the hidden state across batches (truncated BPTT "
                                                "on contiguous streams; reset every epoch); validation and the "
                                                "test figure then use stream evaluation", shown="off")
-    _opt(g, "--dropout", type=float, help="input/embedding dropout probability, in [0, 1) (token models)",
-         shown="0")
+    _opt(g, "--dropout", type=float, help="input/embedding dropout probability, in [0, 1) (token models; "
+                                          "transformer: on the attention probabilities and both residual "
+                                          "branches of every block)", shown="0")
     _opt(g, "--init-scale", type=float, help="std of the initial weights",
          shown=defaults_by_model("init_scale") + "; made, orderless-nade: std sqrt(gain / fan-in) per layer")
     _opt(g, "--init-bias", action=flag, default=True,
@@ -280,9 +290,10 @@ class _Names:
 
 # ----------------------------------------------------------------------------- range checks
 
-INT_MIN = {"hidden": 1, "order": 1, "layers": 1, "masks": 1, "embed_dim": 1, "batch_size": 1, "eval_batch_size": 1,
-           "max_batches": 1, "n_train": 1, "dim": 1, "vocab": 2, "seq_len": 2, "eval_tokens": 1, "epochs": 1,
-           "warmup": 0, "patience": 0, "lr_patience": 1, "seed": 0, "data_seed": 0}
+INT_MIN = {  # checked in this order: context before order, which defaults to it (transformer)
+    "hidden": 1, "context": 1, "order": 1, "layers": 1, "d_model": 1, "heads": 1, "masks": 1, "embed_dim": 1,
+    "batch_size": 1, "eval_batch_size": 1, "max_batches": 1, "n_train": 1, "dim": 1, "vocab": 2, "seq_len": 2,
+    "eval_tokens": 1, "epochs": 1, "warmup": 0, "patience": 0, "lr_patience": 1, "seed": 0, "data_seed": 0}
 INT_MAX = {"dim": MAX_ENUM_D}
 FLOAT_RANGE = {          # key: (low, low included, high, high included)
     "lr": (0.0, False, math.inf, False), "clip": (0.0, False, math.inf, False),
@@ -330,7 +341,14 @@ def check_ranges(cfg, name):
 
 
 def check_model_options(spec, cfg, name):
-    """Options that depend on the model: evaluation modes, eval_tokens."""
+    """Options that depend on the model: evaluation modes, eval_tokens, the transformer's sizes."""
+    heads, d, context = cfg.get("heads"), cfg.get("d_model"), cfg.get("context")
+    if heads is not None and d is not None and d % heads:
+        raise UsageError(f"{name('heads')} {heads} must divide {name('d_model')} {d}: each head gets d / h "
+                         f"features")
+    if context is not None and cfg.get("order") is not None and cfg["order"] > context:
+        raise UsageError(f"{name('order')} {cfg['order']} is longer than {name('context')} {context}: the "
+                         f"transformer has position embeddings for {context} positions")
     mode = cfg.get("eval_mode")
     if mode not in (None, "chunked") and spec.kind != "tokens":
         raise UsageError(f"{name('eval_mode')} {mode} only applies to token models, not {spec.name}")
@@ -386,6 +404,8 @@ def _resolve_model_defaults(spec, cfg, given):
             cfg[key] = value
     if cfg.get("encoding") == "embedding" and cfg.get("embed_dim") is None:
         cfg["embed_dim"] = 128
+    if "context" in spec.options and cfg.get("order") is None:
+        cfg["order"] = cfg["context"]                          # transformer: windows fill its positions
     kind = cfg.get("scheduled_sampling")
     if kind is not None:
         from .scheduled_sampling import SCHEDULES

@@ -15,6 +15,8 @@ keys become which constructor arguments::
     made             MADE             binary   hidden -> H, layers, activation, direct, masks,
                                                shuffle_order
     orderless-nade   OrderlessNADE    binary   hidden -> H, layers, activation
+    transformer      Transformer      tokens   context, d_model, layers, heads, tied, dropout
+                                               (the windows, order p, default to context)
 
 Sizes fixed by the data (D, vocab_size) come from the data set; seed, dtype and device are
 passed to every class that takes them.  A row whose module is missing (or fails to import)
@@ -102,6 +104,10 @@ MODELS = {s.name: s for s in (
     ModelSpec("orderless-nade", "orderless_nade", "OrderlessNADE", "binary",
               {"hidden": "H", "layers": "layers", "activation": "activation", "init_scale": "init_scale"},
               variants=({"layers": 1}, {"layers": 2}, {"activation": "sigmoid"})),
+    ModelSpec("transformer", "transformer", "Transformer", "tokens",
+              {"context": "context", "d_model": "d_model", "layers": "layers", "heads": "heads", "tied": "tied",
+               "dropout": "dropout", "init_scale": "init_scale"},
+              variants=({"tied": False, "layers": 1}, {"tied": True, "layers": 2, "heads": 1})),
 )}
 ALIASES = {"orderless": "orderless-nade", "order-agnostic-nade": "orderless-nade", "recurrent-nade": "rnn", "rnade": "rnn", "linear-gaussian-ar": "gaussian-ar", "ar": "gaussian-ar",
            "fvsbn-softmax": "softmax-fvsbn"}
@@ -373,8 +379,9 @@ def load_data(cfg):
 def gradcheck_case(spec, variant, rng, device=None):
     """A float64 model of row `spec` at small random sizes, with random parameters, and a batch.
 
-    Sizes: D in 3..6 bits, V in 3..6 tokens, p in 2..4, H in 2..4, B in 2..4.  Dropout stays
-    off, so the loss is deterministic.  Returns (model, batch) for gradcheck.check_model.
+    Sizes: D in 3..6 bits, V in 3..6 tokens, p in 2..4, H in 2..4, B in 2..4; a transformer:
+    context = T in 2..5, 2 heads (unless the variant says) of 2 or 3 features, d_model >= 4.
+    Dropout stays off, so the loss is deterministic.  Returns (model, batch) for gradcheck.check_model.
     """
     cls = spec.load()
     B, H = int(rng.integers(2, 5)), int(rng.integers(2, 5))
@@ -387,7 +394,12 @@ def gradcheck_case(spec, variant, rng, device=None):
         kw.update(vocab_size=V, p=p)
         if variant.get("encoding") == "embedding":
             kw["embed_dim"] = int(rng.integers(2, 5))
-        T = p if "p" in inspect.signature(cls.__init__).parameters else int(rng.integers(2, 6))
+        params = inspect.signature(cls.__init__).parameters
+        T = p if "p" in params else int(rng.integers(2, 6))
+        if "d_model" in params:                                     # transformer: small, T positions
+            heads = variant.get("heads", 2)
+            d_model = max(4, heads * int(rng.integers(2, 4)))       # >= 4: at d = 3 the queries' gradients
+            kw.update(context=T, heads=heads, d_model=d_model)      # are ~1e-5, near the check's round-off
         batch = rng.integers(0, V, size=(T, B))
     else:                                                           # AR(p): a stationary rho
         p = int(rng.integers(1, 4))

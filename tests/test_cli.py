@@ -21,6 +21,9 @@ NADE_ARGS = ["--model", "nade", "--hidden", "6", "--dim", "6", "--n-train", "300
              "--no-plot"]
 RNN_ARGS = ["--model", "rnn", "--hidden", "8", "--order", "6", "--vocab", "5", "--n-train", "2000",
             "--batch-size", "16", "--dropout", "0.3", "--lr", "0.01", "--no-plot"]
+TRANSFORMER_ARGS = ["--model", "transformer", "--d-model", "8", "--heads", "2", "--layers", "2", "--context", "6",
+                    "--vocab", "5", "--n-train", "2000", "--batch-size", "16", "--dropout", "0.2", "--lr", "0.01",
+                    "--no-plot"]
 ENTROPY_LINE = re.compile(r"test NLL (-?\d+\.\d+) nats per \w+ vs true entropy (-?\d+\.\d+) nats per \w+ "
                           r"\(gap (-?\d+\.\d+) \+- (\d+\.\d+), one standard error over [\d,]+ test \w+; "
                           r"a negative gap within ~2 standard errors is sampling error\)")
@@ -114,6 +117,29 @@ def test_rnn_train_evaluate_and_sample_text(tmp_path, capsys):
                                      for s in samples)
 
 
+def test_transformer_train_evaluate_sample_and_exposure_bias(tmp_path, capsys):
+    run = tmp_path / "transformer"
+    assert train(run, TRANSFORMER_ARGS, 2) == 0
+    out = capsys.readouterr().out
+    assert ENTROPY_LINE.search(out) and re.search(r"test perplexity \d+\.\d+ \(chunked\)", out)
+    meta = checkpoint(run)[0]
+    assert meta["model"] == "Transformer" and meta["run_config"]["order"] == 6     # windows fill the context
+    sizes = {k: meta["config"][k] for k in ("context", "d_model", "heads", "layers", "dropout")}
+    assert sizes == {"context": 6, "d_model": 8, "heads": 2, "layers": 2, "dropout": 0.2}
+    for mode in ("chunked", "sliding"):
+        assert main(["evaluate", str(run), "--mode", mode, "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["mode"] == mode and r["p"] == 6 and r["count"] == 500 and r["nll"] > r["true_entropy"] - 0.2
+    assert main(["sample", str(run), "-n", "2", "--length", "20", "--prompt", "abc", "--top-k", "3",
+                 "--temperature", "0.8"]) == 0                # 23 tokens: past the context of 6
+    samples = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("---")]
+    assert len(samples) == 2 and all(len(s) == 23 and s.startswith("abc") and set(s) <= set("abcde")
+                                     for s in samples)
+    assert main(["exposure-bias", str(run), "-n", "8", "--length", "12", "--window", "4"]) == 0
+    summary = json.loads((run / "exposure-bias" / "summary.json").read_text())
+    assert summary["model"] == "Transformer" and summary["length"] == 12
+
+
 @pytest.mark.parametrize("flag", ["--init-bias", "--no-init-bias"])
 def test_token_models_start_from_the_unigram_bias_unless_told_not_to(tmp_path, monkeypatch, flag):
     run = tmp_path / "rnn"
@@ -153,7 +179,7 @@ def test_gradcheck_all_models_pass(capsys):
     assert main(["gradcheck", "--model", "all", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     for name in ("nade", "fvsbn", "gaussian-ar", "softmax-fvsbn", "sequence-nade", "deep-nade", "rnn", "made",
-                 "orderless-nade"):
+                 "orderless-nade", "transformer"):
         assert f"== {name}:" in out
     assert "parameter | rel. error | ok" in out and "| NO" not in out and "passed" in out
 
@@ -198,6 +224,8 @@ def test_config_file_with_flags_overriding(tmp_path, capsys):
     ("rnn", ["--order", "5", "--vocab", "5", "--n-train", "1500", "--hidden", "6", "--tied"]),
     ("made", ["--dim", "6", "--n-train", "300", "--hidden", "8", "--layers", "2", "--direct", "--masks", "2"]),
     ("orderless-nade", ["--dim", "6", "--n-train", "300", "--hidden", "8", "--activation", "sigmoid"]),
+    ("transformer", ["--order", "5", "--vocab", "5", "--n-train", "1500", "--d-model", "8", "--heads", "2",
+                     "--layers", "2", "--context", "6", "--tied"]),
 ])
 def test_every_model_trains_on_its_synthetic_source(tmp_path, capsys, model, extra):
     assert train(tmp_path / "run", ["--model", model, *extra, "--no-plot"], 1) == 0
@@ -267,8 +295,9 @@ def test_crash_during_save_leaves_the_old_checkpoint(tmp_path, monkeypatch, caps
      "--batch-size", "50", "--no-plot"],
     ["--model", "orderless-nade", "--hidden", "8", "--layers", "2", "--dim", "6", "--n-train", "300",
      "--batch-size", "50", "--no-plot"],
+    TRANSFORMER_ARGS + ["--warmup", "5", "--clip", "1.0"],
 ], ids=["nade-adam-l2", "rnn-dropout-carry-warmup-decay-clip", "sequence-nade-dropout-nesterov",
-        "made-mask-draws", "orderless-nade-mask-draws"])
+        "made-mask-draws", "orderless-nade-mask-draws", "transformer-dropout-warmup-clip"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, args):
     assert train(tmp_path / "straight", args, 4) == 0
     assert train(tmp_path / "split", args, 2) == 0
@@ -414,6 +443,9 @@ def test_missing_data_says_where_to_put_it_and_how_to_download(tmp_path, capsys,
     (["train", "--model", "lstm"], "unknown model 'lstm'"),
     (["train", "--model", "nade", "--data", "ptb"], "models binary data"),
     (["train", "--model", "rnn", "--layers", "2"], "--layers does not apply to model rnn"),
+    (["train", "--model", "rnn", "--heads", "2"], "--heads does not apply to model rnn"),
+    (["train", "--model", "transformer", "--heads", "3"], "--heads 3 must divide --d-model 256"),
+    (["train", "--model", "transformer", "--context", "16", "--order", "17"], "--order 17 is longer than --context 16"),
     (["train", "--model", "nade", "--momentum", "0.5"], "--momentum only applies"),
     (["train", "--optimizer", "sgd", "--eps", "1e-6"], "--betas and --eps only apply"),
     (["train", "--epochs", "ten"], "invalid int value"),
@@ -431,7 +463,7 @@ def test_progress_bar_reports_items_per_second(tmp_path, capsys):
     assert "epoch 1" in err and "items_per_s=" in err
 
 
-@pytest.mark.parametrize("args", [RNN_ARGS, NADE_ARGS], ids=["rnn", "nade"])
+@pytest.mark.parametrize("args", [RNN_ARGS, NADE_ARGS, TRANSFORMER_ARGS], ids=["rnn", "nade", "transformer"])
 def test_the_strict_fake_device_gives_the_cpu_results(tmp_path, fake_device, capsys, args):
     assert train(tmp_path / "cpu", args, 1) == 0
     assert train(tmp_path / "dev", args, 1, "--device", fake_device) == 0
@@ -518,8 +550,8 @@ def test_config_records_the_resolved_values_not_null(model):
             and not (k == "init_scale" and fan_in)]
     assert all(cfg[k] is not None for k in used), {k: cfg[k] for k in used}
     assert cfg["batch_size"] and cfg["eval_batch_size"] and cfg["eval_mode"] and cfg["lr"] > 0
-    if spec.kind == "tokens":
-        assert cfg["order"] == spec.defaults["order"]
+    if spec.kind == "tokens":                          # a transformer's windows fill its positions
+        assert cfg["order"] == (cfg["context"] if model == "transformer" else spec.defaults["order"])
     if model == "nade":
         assert cfg["hidden"] == 500 and cfg["init_scale"] == 0.01 and cfg["n_train"] == 10000 and cfg["dim"] == 10
     if model == "rnn":

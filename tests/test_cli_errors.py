@@ -15,14 +15,17 @@ RNN = ["--model", "rnn", "--hidden", "4", "--order", "5", "--vocab", "5", "--n-t
 AR = ["--model", "gaussian-ar", "--seq-len", "20", "--n-train", "200", "--no-plot"]
 MADE = ["--model", "made", "--hidden", "8", "--masks", "3", "--dim", "6", "--n-train", "300", "--batch-size", "50",
         "--no-plot"]
+TF = ["--model", "transformer", "--d-model", "8", "--heads", "2", "--context", "6", "--vocab", "5", "--n-train", "1500",
+      "--batch-size", "16", "--no-plot"]
 OA = ["--model", "orderless-nade", "--hidden", "8", "--dim", "6", "--n-train", "300", "--batch-size", "50", "--no-plot"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One-epoch runs of NADE, an RNN and an AR(1), shared by the cases that read a checkpoint."""
+    """One-epoch runs of NADE, an RNN, an AR(1), MADE and a transformer, shared by the cases that read a
+    checkpoint."""
     root = tmp_path_factory.mktemp("runs")
-    for name, args in (("nade", NADE), ("rnn", RNN), ("ar", AR), ("made", MADE)):
+    for name, args in (("nade", NADE), ("rnn", RNN), ("ar", AR), ("made", MADE), ("transformer", TF)):
         assert main(["train", *args, "--epochs", "1", "--run-dir", str(root / name)]) == 0
     return root
 
@@ -69,6 +72,20 @@ TRAIN = [  # (id, extra argv, what the message must name)
     ("shuffle-order-on-orderless-nade", OA + ["--shuffle-order"], "--shuffle-order"),
     ("direct-on-nade", NADE + ["--direct"], "--direct"),
     ("layers-0-made", MADE + ["--layers", "0"], "--layers"),
+    ("layers-0-transformer", TF + ["--layers", "0"], "--layers"),
+    ("heads-0", TF + ["--heads", "0"], "--heads"),
+    ("heads-negative", TF + ["--heads", "-2"], "--heads"),
+    ("d-model-0", TF + ["--d-model", "0"], "--d-model"),
+    ("context-0", TF + ["--context", "0"], "--context"),
+    ("heads-not-dividing-d-model", TF + ["--heads", "3"], "--heads"),
+    ("order-longer-than-context", TF + ["--order", "7"], "--order"),
+    ("default-order-longer-than-context", ["--model", "transformer", "--order", "200"], "--context"),
+    ("heads-float", TF + ["--heads", "1.5"], "--heads"),
+    ("heads-on-rnn", RNN + ["--heads", "2"], "--heads"),
+    ("d-model-on-nade", NADE + ["--d-model", "8"], "--d-model"),
+    ("context-on-deep-nade", ["--model", "deep-nade", "--context", "8"], "--context"),
+    ("stream-for-transformer", TF + ["--eval-mode", "stream"], "--eval-mode"),
+    ("transformer-dropout-1", TF + ["--dropout", "1"], "--dropout"),
     ("eval-batch-size-0", NADE + ["--eval-batch-size", "0"], "--eval-batch-size"),
     ("max-batches-0", NADE + ["--max-batches", "0"], "--max-batches"),
     ("epochs-0", NADE + ["--epochs", "0"], "--epochs"),
@@ -148,6 +165,12 @@ CONFIGS = [  # (id, file name, content, what the message must name besides the f
     ("epochs-2.5", "c.json", {"epochs": 2.5}, '"epochs"'),
     ("epochs-true", "c.json", {"epochs": True}, '"epochs"'),
     ("masks-2.5", "c.json", {"model": "made", "masks": 2.5}, '"masks"'),
+    ("heads-2.5", "c.json", {"model": "transformer", "heads": 2.5}, '"heads"'),
+    ("context-string", "c.json", {"model": "transformer", "context": "128"}, '"context"'),
+    ("d-model-0", "c.json", {"model": "transformer", "d_model": 0}, '"d_model"'),
+    ("heads-not-dividing-d-model", "c.json", {"model": "transformer", "d_model": 6, "heads": 4}, '"heads"'),
+    ("order-longer-than-context", "c.json", {"model": "transformer", "context": 4, "order": 8}, '"order"'),
+    ("toml-heads-float", "c.toml", 'model = "transformer"\nheads = 2.0\n', '"heads"'),
     ("direct-yes", "c.json", {"model": "made", "direct": "yes"}, '"direct"'),
     ("activation-unknown", "c.json", {"model": "orderless-nade", "activation": "tanh"}, '"activation"'),
     ("hidden-string", "c.json", {"hidden": "500"}, '"hidden"'),
@@ -194,6 +217,8 @@ RESUME = [
     ("no-such-run", ["--resume", "TMP/nowhere", "--epochs", "3"], "TMP/nowhere"),
     ("run-dir-too", ["--resume", "RUN/nade", "--run-dir", "TMP/other"], "--run-dir"),
     ("stream-for-nade", ["--resume", "RUN/nade", "--epochs", "3", "--eval-mode", "stream"], "--eval-mode"),
+    ("transformer-context-change", ["--resume", "RUN/transformer", "--epochs", "3", "--context", "8"], "--context"),
+    ("transformer-heads-change", ["--resume", "RUN/transformer", "--epochs", "3", "--heads", "4"], "--heads"),
 ]
 
 
@@ -214,6 +239,8 @@ COMMANDS = [
     ("evaluate-max-tokens-binary", ["evaluate", "RUN/nade", "--max-tokens", "100"], "--max-tokens"),
     ("evaluate-max-tokens-below-window", ["evaluate", "RUN/rnn", "--max-tokens", "3"], "--max-tokens"),
     ("evaluate-stream-binary", ["evaluate", "RUN/nade", "--mode", "stream"], "--mode"),
+    ("evaluate-stream-transformer", ["evaluate", "RUN/transformer", "--mode", "stream"], "--mode"),
+    ("sample-top-k-above-vocabulary-transformer", ["sample", "RUN/transformer", "--top-k", "6"], "--top-k"),
     ("evaluate-ensemble-0", ["evaluate", "RUN/made", "--ensemble", "0"], "--ensemble"),
     ("evaluate-ensemble-above-masks", ["evaluate", "RUN/made", "--ensemble", "4"], "--ensemble"),
     ("evaluate-ensemble-nade", ["evaluate", "RUN/nade", "--ensemble", "2"], "--ensemble"),

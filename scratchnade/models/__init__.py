@@ -2,7 +2,8 @@
 
 Binary and real-valued data (B, D) / (B, T):  LinearGaussianAR, FVSBN, NADE; beyond the lecture,
                                               MADE and OrderlessNADE (order-agnostic).
-Token windows, time-major (p, B):             SoftmaxFVSBN, SequenceNADE, DeepNADE, RecurrentNADE.
+Token windows, time-major (p, B):             SoftmaxFVSBN, SequenceNADE, DeepNADE, RecurrentNADE;
+                                              beyond the lecture, Transformer (causal self-attention).
 """
 from .base import Model
 from .fvsbn import FVSBN
@@ -14,3 +15,4 @@ from .deep_nade import DeepNADE
 from .sequence_nade import SequenceNADE
 from .made import MADE
 from .orderless_nade import OrderlessNADE
+from .transformer import Transformer
