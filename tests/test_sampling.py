@@ -12,7 +12,7 @@ from scratchnade.backend import asnumpy
 from scratchnade.cli import main
 from scratchnade.data.text import Vocabulary
 from scratchnade.gradcheck import check_grads
-from scratchnade.models import FVSBN, NADE, LinearGaussianAR, RecurrentNADE, SoftmaxFVSBN
+from scratchnade.models import FVSBN, NADE, LinearGaussianAR, RecurrentNADE, SoftmaxFVSBN, Transformer
 from scratchnade.models.recurrent_nade import forward, scheduled_inputs
 from scratchnade.scheduled_sampling import teacher_forcing_schedule
 from scratchnade.ngram import NGramModel
@@ -54,10 +54,11 @@ def token_counts(ids, V):
 # ----------------------------------------------------------------------------- token samplers
 
 TOKEN_MODELS = [lambda: RecurrentNADE(3, H=4, dtype=F64, seed=1),
-                lambda: SoftmaxFVSBN(3, p=2, dtype=F64, seed=1)]
+                lambda: SoftmaxFVSBN(3, p=2, dtype=F64, seed=1),
+                lambda: Transformer(3, context=2, d_model=4, layers=1, heads=2, dtype=F64, seed=1)]
 
 
-@pytest.mark.parametrize("make", TOKEN_MODELS, ids=["rnn", "softmax-fvsbn"])
+@pytest.mark.parametrize("make", TOKEN_MODELS, ids=["rnn", "softmax-fvsbn", "transformer"])
 @pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])
 def test_token_frequencies_are_the_tempered_conditionals(make, tau):
     """q(w_1, w_2) = q(w_1) q(w_2 | w_1) with q(. | h) proportional to p(. | h)^(1/tau)."""

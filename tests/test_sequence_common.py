@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scratchnade.backend import asnumpy
-from scratchnade.models import DeepNADE, RecurrentNADE, SequenceNADE, SoftmaxFVSBN
+from scratchnade.models import DeepNADE, RecurrentNADE, SequenceNADE, SoftmaxFVSBN, Transformer
 from scratchnade.models.sequence import cumsum_, flat_rows, grad_buffer, output_logits, reverse_cumsum_
 
 F64 = np.float64
@@ -13,7 +13,9 @@ MODELS = {"rnn": lambda: RecurrentNADE(4, H=3, dtype=F64),
           "rnn-tied": lambda: RecurrentNADE(4, H=3, tied=True, dtype=F64),
           "softmax-fvsbn": lambda: SoftmaxFVSBN(4, p=3, dtype=F64),
           "nade": lambda: SequenceNADE(4, p=3, H=3, dtype=F64),
-          "deep-nade": lambda: DeepNADE(4, p=3, H=3, layers=2, dtype=F64)}
+          "deep-nade": lambda: DeepNADE(4, p=3, H=3, layers=2, dtype=F64),
+          "transformer": lambda: Transformer(4, context=3, d_model=4, layers=1, heads=2, dtype=F64),
+          "transformer-tied": lambda: Transformer(4, context=3, d_model=4, layers=2, heads=1, tied=True, dtype=F64)}
 
 
 @pytest.mark.parametrize("name", MODELS)
