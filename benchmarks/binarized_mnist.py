@@ -89,6 +89,9 @@ def main(argv=None):
     p.add_argument("--ensemble", type=int, nargs="+", default=None, metavar="K",
                    help="made, orderless-nade: test NLL of the mixture of the first K members, for each K")
     p.add_argument("--test-images", type=int, default=None, help="score only the first N test images")
+    p.add_argument("--valid-images", type=int, default=None,
+                   help="validate on the first N validation images (a deep order-agnostic NADE's exact "
+                        "likelihood costs D passes per image)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -106,7 +109,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     data = load_binarized_mnist(args.data_dir)
-    train, valid, test = data["train"], data["valid"], data["test"]
+    train, valid, test = data["train"], data["valid"][:args.valid_images], data["test"]
     run = Path(args.run_dir or f"runs/mnist-{args.model}")
     model = build_model(args, train.shape[1])
     opt = Adam(lr=args.lr, weight_decay=args.weight_decay)
@@ -159,7 +162,7 @@ def main(argv=None):
                "best_epoch": state["best_epoch"], "best_valid_nll": round(state["best_valid"], 3),
                "epochs": state["epoch"], "train_minutes": round(state["seconds"] / 60, 1),
                "seconds_per_epoch": round(state["seconds"] / max(state["epoch"], 1), 1),
-               "test_images": len(test)}
+               "valid_images": len(valid), "test_images": len(test)}
     if not args.ensemble:
         test_nll = evaluate(model, list(minibatches(test, 500, shuffle=False)))
         print(json.dumps({**summary, "test_nll": round(test_nll, 3)}))
