@@ -43,6 +43,16 @@ def buffers_reused(model):
     return _temporarily(model, "reuse_buffers", True)
 
 
+def init_pixel_bias(model, x):
+    """Set model.params["b"] (D,) to the logit of each pixel's mean in binary data x (B, D),
+    clipped to [1e-3, 1 - 1e-3]: b_d = log(m_d / (1 - m_d)).  The binary models' `init_bias`:
+    a good start for training.  Returns the model."""
+    b = model.params["b"]
+    m = to_device(np.clip(asnumpy(x).astype(np.float64).mean(axis=0), 1e-3, 1 - 1e-3), model.device)
+    b[...] = get_xp(b).log(m / (1.0 - m)).astype(model.dtype)
+    return model
+
+
 class Model:
     """Base class.  Subclasses set ``self.params`` and ``self.config`` (JSON-able kwargs)."""
     params: dict

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import asnumpy, default_device, get_xp, resolve_dtype, to_device
+from ..backend import default_device, get_xp, resolve_dtype, to_device
 from ..functional import bernoulli_nll, bernoulli_nll_backward, check_binary, sigmoid, sigmoid_backward
-from .base import Model
+from .base import Model, init_pixel_bias
 
 
 # ----------------------------------------------------------------------------- reference (the slide)
@@ -201,10 +201,7 @@ class NADE(Model):
 
     def init_bias(self, x):
         """Set b to the logit of each pixel's mean in data x (B, D): a good start for training."""
-        xp = get_xp(self.params["b"])
-        m = to_device(np.clip(asnumpy(x).astype(np.float64).mean(axis=0), 1e-3, 1 - 1e-3), self.device)
-        self.params["b"][...] = xp.log(m / (1.0 - m)).astype(self.dtype)
-        return self
+        return init_pixel_bias(self, x)
 
     def _to_model(self, x):
         return to_device(x, self.device)
