@@ -167,7 +167,7 @@ def main(argv=None):
         test_nll = evaluate(model, list(minibatches(test, 500, shuffle=False)))
         print(json.dumps({**summary, "test_nll": round(test_nll, 3)}))
         return 0
-    logps, seconds = member_log_probs(model, test, max(args.ensemble))
+    logps, seconds = timed_member_log_probs(model, test, max(args.ensemble))
     for K in sorted(set(args.ensemble)):
         nll = -mixture_log_prob(logps[:K])                              # (N,) -log p_ens(x)
         print(json.dumps({**summary, "ensemble": K, "test_nll": round(float(nll.mean()), 3),
@@ -178,9 +178,11 @@ def main(argv=None):
     return 0
 
 
-def member_log_probs(model, x, K, batch=500):
-    """(log p_k(x) for k < K as a (K, N) float64 array, seconds per member): each member's exact
-    joint log-likelihood of every image, the ingredients of every ensemble size up to K."""
+def timed_member_log_probs(model, x, K, batch=500):
+    """(log p_k(x) for k < K as a (K, N) float64 host array, seconds per member): each member's exact
+    joint log-likelihood of every image, the ingredients of every ensemble size up to K.
+    scratchnade.ensemble.member_log_probs computes the same for one batch; this walks the test set
+    member by member in batches, so each member's evaluation is timed on its own."""
     from scratchnade.backend import asnumpy
     out, seconds = np.empty((K, len(x))), []
     with model.eval_mode():
