@@ -5,6 +5,7 @@
     python benchmarks/wikitext2.py train --model rnn [--tied] [--tokens 1044314] [--eval-every 262144] [--torch]
     python benchmarks/wikitext2.py train --model nade --order 8 --epochs 3
     python benchmarks/wikitext2.py train --model transformer --lr 1e-3 --clip 1 --epochs 0.125 --torch
+    python benchmarks/wikitext2.py train --model transformer --tied --warmup 262144 --anneal 0.2 --final-sliding
 
 `speed` times forward + backward + Adam step (float32, B = 32, H = 256, V = 33,278) for the
 recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternating ours and
@@ -22,7 +23,7 @@ With `--torch` the PyTorch twin starts from the same parameters, sees the same b
 the same learning rate, and both curves print.  `--decay 0.25` divides the learning rate by 4
 whenever validation perplexity fails to improve; `--anneal` decays it linearly to zero over the
 budget (tokens or `--minutes`, whichever runs out first), `--anneal 0.5` over its second half only;
-`--minutes` caps the wall time.
+`--minutes` caps the wall time; `--warmup T` ramps it up linearly over the first T tokens.
 One JSON line per result.  Needs the data (SCRATCHNADE_DATA or --data-dir) and, for the
 comparison, torch (CPU build).
 """
@@ -67,11 +68,18 @@ def parse(argv):
                    help="decay lr linearly to 0 over the budget, set before every step: constant lr until "
                         "progress FROM (default 0), then lr * (1 - progress) / (1 - FROM); progress is the "
                         "larger of the token fraction and (with --minutes) the wall-time fraction")
+    p.add_argument("--warmup", type=int, default=0, metavar="TOKENS",
+                   help="raise lr linearly from 0 over the first TOKENS training tokens (then --anneal, if "
+                        "given, as usual); the usual start for a transformer")
     p.add_argument("--eval-start", action="store_true",
                    help="also report validation perplexity before the first step (the unigram start)")
     p.add_argument("--final-sliding", action="store_true",
-                   help="nade: also report test perplexity with a sliding window (stride 1: every token "
-                        "sees its full p-token history; p times the cost of chunked)")
+                   help="nade, transformer: also report test perplexity with a sliding window (stride 1 for "
+                        "nade: every token sees its full p-token history, p times the cost of chunked; "
+                        "--stride for the transformer)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="--final-sliding: new tokens scored per window (default 1 for nade, p / 2 for the "
+                        "transformer: every token sees at least p / 2 earlier tokens, at twice the chunked cost)")
     p.add_argument("--eval-every", type=int, default=262_144, help="tokens between validation runs")
     p.add_argument("--unigram-bias", action="store_true",
                    help="start the output bias b at the log unigram frequencies (model.init_bias)")
@@ -94,6 +102,8 @@ def parse(argv):
     transformer = a.model == "transformer"
     a.batch_size = a.batch_size or (16 if transformer else 32)
     a.init_scale = a.init_scale if a.init_scale is not None else (0.02 if transformer else 0.1)
+    if a.warmup < 0:
+        p.error(f"--warmup must be >= 0 tokens, got {a.warmup}")
     return a
 
 
@@ -323,7 +333,7 @@ def train():
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, **sizes(kind, p),
                "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
                "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
-               "unigram_bias": args.unigram_bias, "anneal": args.anneal,
+               "unigram_bias": args.unigram_bias, "anneal": args.anneal, "warmup": args.warmup,
                "lr_now": ours.opt.lr, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
                "minutes": round((time.perf_counter() - started) / 60, 1), "valid_tokens": int(valid.size)}
         for mode in modes(kind):
@@ -332,9 +342,11 @@ def train():
                 row[f"torch_valid_ppl_{mode}"] = round(torch_perplexity(theirs, valid, p, mode == "stream"), 1)
             if final and not args.valid_tokens:
                 row[f"ours_test_ppl_{mode}"] = round(perplexity(model, corpus.test, p, mode=mode)["ppl"], 1)
-        if final and args.final_sliding and kind == "nade" and not args.valid_tokens:
-            row["ours_test_ppl_sliding"] = round(perplexity(model, corpus.test, p, batch_size=512,   # big matmuls
-                                                            mode="sliding")["ppl"], 1)
+        if final and args.final_sliding and kind != "rnn" and not args.valid_tokens:
+            stride = args.stride or (p // 2 if kind == "transformer" else 1)
+            row["sliding_stride"] = stride
+            row["ours_test_ppl_sliding"] = round(perplexity(model, corpus.test, p, mode="sliding", stride=stride,
+                                                            batch_size=512 if kind == "nade" else 64)["ppl"], 1)
         if kind == "rnn":
             row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)
@@ -357,8 +369,10 @@ def train():
             batches = window_batches(corpus.train, p, args.batch_size, rng=np.random.default_rng([args.seed, epoch]),
                                      drop_last=True)
         for x in batches:
-            if args.anneal is not None:
-                set_lr([ours, theirs], args.lr * linear_anneal(progress(), args.anneal))
+            if args.anneal is not None or args.warmup:
+                warm = min(1.0, (seen + x.size) / args.warmup) if args.warmup else 1.0
+                anneal = linear_anneal(progress(), args.anneal) if args.anneal is not None else 1.0
+                set_lr([ours, theirs], args.lr * warm * anneal)
             ours(x)
             if theirs is not None and seen < torch_budget:
                 theirs(x)
