@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import get_xp, scatter_add
+from .parallel import for_each_block
 
 
 # ----------------------------------------------------------------------------- pointwise
@@ -121,7 +122,8 @@ def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
     logits buffer is overwritten by the probabilities (no (N, V) temporary is kept), and
     :func:`softmax_cross_entropy_backward` can then write dlogits into the same buffer.
     On the host the passes run over ~1 MB blocks of rows (about twice as fast for a
-    word-level vocabulary as passes over the whole buffer).
+    word-level vocabulary as passes over the whole buffer), the blocks on every core
+    (:func:`scratchnade.parallel.for_each_block`: the same bits for any thread count).
 
         loss = sum_n w_n * (logsumexp(f_n) - f_n[y_n]),  w_n = mask_n / sum(mask)
     """
@@ -134,7 +136,8 @@ def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
     target_logit = logits[xp.arange(n), targets]                 # f[y], before f is overwritten
     probs = logits if inplace else logits.copy()
     lse = xp.empty(n, dtype=logits.dtype)                        # (N,) logsumexp(f_n)
-    for rows in _row_blocks(probs):
+
+    def softmax_rows(rows):
         f = probs[rows]
         m = f.max(axis=1, keepdims=True)                         # row max
         f -= m                                                   # shift: max logit is 0
@@ -142,6 +145,7 @@ def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
         z = f.sum(axis=1, keepdims=True)                         # partition function
         f /= z                                                   # softmax
         lse[rows] = (m + xp.log(z))[:, 0]
+    for_each_block(softmax_rows, _row_blocks(probs))             # row blocks on every core
     nll = lse - target_logit                                     # (N,) -log p(y_n)
     if mask is None:
         weights = xp.full(n, 1.0 / max(n, 1), dtype=logits.dtype)
@@ -163,8 +167,8 @@ def softmax_cross_entropy_backward(dloss, cache, out=None):
     probs, targets, weights = cache
     scale = (dloss * weights)[:, None]                           # (N, 1) w_n dloss
     d = probs if out is probs else (xp.empty_like(probs) if out is None else out)
-    for rows in _row_blocks(probs):
-        xp.multiply(probs[rows], scale[rows], out=d[rows])       # w * softmax
+    for_each_block(lambda rows: xp.multiply(probs[rows], scale[rows], out=d[rows]),   # w * softmax
+                   _row_blocks(probs))
     d[xp.arange(probs.shape[0]), targets] -= scale[:, 0]         # - w * onehot, a scatter
     return d
 
@@ -174,8 +178,10 @@ def token_log_prob(logits, targets):
     xp = get_xp(logits, targets)
     check_targets(targets, logits.shape[-1])
     lse = xp.empty(logits.shape[0], dtype=logits.dtype)
-    for rows in _row_blocks(logits):                             # cache-sized temporaries only
+
+    def lse_rows(rows):                                          # cache-sized temporaries only
         lse[rows] = logsumexp(logits[rows], axis=1)
+    for_each_block(lse_rows, _row_blocks(logits))
     return logits[xp.arange(logits.shape[0]), targets] - lse
 
 

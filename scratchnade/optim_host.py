@@ -22,6 +22,7 @@ m and v are computed as in the textbook and do agree bit for bit.
 import numpy as np
 
 from .backend import get_xp
+from .parallel import for_each_block
 
 BLOCK_BYTES = 1 << 18    # host updates run over 256 KB blocks of each array: w, g, state, tmp fit in L2
 
@@ -143,6 +144,9 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
     block (:func:`_all_zero`) takes ``update_zero_grad``, which skips the passes over g.
 
     The flush runs per block too, while the block is in cache.
+
+    Why threads.  The blocks are independent, so they run on every core
+    (:func:`scratchnade.parallel.for_each_block`), with the same bits for any thread count.
     """
     flush = flush or {}
     blocks = _blocks(w, g, tmp, *state.values())
@@ -153,7 +157,8 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
         return
     w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
     state = {k: a.reshape(-1) for k, a in state.items()}
-    for b in blocks:
+
+    def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
         if _all_zero(g[b]):                                     # a one-hot input's untouched rows
             update_zero_grad(w[b], block_state, tmp[b])
@@ -161,6 +166,7 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
             update(w[b], g[b], block_state, tmp[b])
         for k, threshold in flush.items():                      # while the block is in cache
             flush_subnormals_(block_state[k], threshold, tmp[b])
+    for_each_block(update_block, blocks)                        # the blocks on every core
 
 
 def _blocks(*arrays):

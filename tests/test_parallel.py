@@ -1,0 +1,140 @@
+"""scratchnade.parallel: the row blocks of the elementwise passes on several threads, with the same bits
+as the serial loop (softmax cross-entropy, its gradient, token log-probabilities, the optimizers' blocked
+updates), every block exactly once, errors raised in the caller, and the thread setting checked."""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchnade import functional as F
+from scratchnade import optim_host, parallel
+from scratchnade.optim import SGD, Adam, Nesterov
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    previous = parallel.set_threads(None)
+    yield
+    parallel.set_threads(previous)
+
+
+def with_threads(n, fn, *args):
+    parallel.set_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        parallel.set_threads(None)
+
+
+def logits_and_targets(N=300, V=4000, dtype=np.float32, seed=0):
+    """(N, V) logits spanning ~1 MB blocks several times over (N * V * 4 bytes = 4.8 MB)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 3, (N, V)).astype(dtype), rng.integers(0, V, N))
+
+
+@given(n=st.integers(2, 5))
+@settings(max_examples=4, deadline=None)
+def test_block_runs_cover_every_block_once_in_order(n):
+    for count in range(0, 23):
+        blocks = list(range(count))
+        runs = parallel.runs(blocks, n)
+        assert [b for run in runs for b in run] == blocks
+        assert len(runs) <= n and all(runs)
+        if runs:
+            assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
+def test_every_block_runs_once_and_on_more_than_one_thread():
+    seen, where, lock = [], set(), threading.Lock()
+
+    def work(b):
+        with lock:
+            seen.append(b)
+            where.add(threading.get_ident())
+        np.exp(np.ones(200_000))                                  # long enough for the other thread to start
+    with_threads(3, parallel.for_each_block, work, list(range(40)))
+    assert sorted(seen) == list(range(40))
+    assert len(where) > 1
+
+
+def test_one_thread_is_the_plain_loop_in_order_on_the_caller():
+    seen = []
+    with_threads(1, parallel.for_each_block, lambda b: seen.append((b, threading.get_ident())), list(range(9)))
+    assert seen == [(b, threading.get_ident()) for b in range(9)]
+
+
+def test_an_error_in_a_block_is_raised_in_the_caller_after_every_run_stops():
+    done = []
+
+    def work(b):
+        if b == 5:                                                # in the caller's own run (blocks 0-19)
+            raise FloatingPointError("block 5")
+        np.exp(np.ones(100_000))                                  # the other run is still busy then
+        done.append(b)
+    with pytest.raises(FloatingPointError, match="block 5"):
+        with_threads(2, parallel.for_each_block, work, list(range(40)))
+    assert sorted(done) == [0, 1, 2, 3, 4, *range(20, 40)]       # no thread still writing afterwards
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_has_the_serial_bits_on_any_thread_count(threads, dtype):
+    f, y = logits_and_targets(dtype=dtype)
+    mask = (np.arange(f.shape[0]) % 3 > 0).astype(dtype)
+    serial_loss, serial_cache = with_threads(1, F.softmax_cross_entropy, f, y, mask)
+    serial_d = with_threads(1, F.softmax_cross_entropy_backward, 0.7, serial_cache)
+    loss, cache = with_threads(threads, F.softmax_cross_entropy, f.copy(), y, mask, True)
+    probs = cache.probs.copy()
+    d = with_threads(threads, F.softmax_cross_entropy_backward, 0.7, cache, cache.probs)    # into probs
+    assert loss.tobytes() == serial_loss.tobytes()
+    assert probs.tobytes() == serial_cache.probs.tobytes() and d.tobytes() == serial_d.tobytes()
+    lp = with_threads(threads, F.token_log_prob, f, y)
+    assert np.array_equal(lp, with_threads(1, F.token_log_prob, f, y))
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(1e-3), lambda: Nesterov(0.01, weight_decay=1e-3),
+                                  lambda: SGD(0.1)], ids=["adam", "nesterov", "sgd"])
+def test_the_blocked_optimizer_step_has_the_serial_bits_on_two_threads(make):
+    rng = np.random.default_rng(1)
+    step = optim_host.BLOCK_BYTES // 4
+    w0 = {"W": rng.normal(size=(40 * step // 64, 64)).astype(np.float32),     # 40 blocks
+          "b": rng.normal(size=7).astype(np.float32)}                          # one small array
+
+    def run(threads):
+        params, opt = {k: v.copy() for k, v in w0.items()}, make()
+        opt.flush_every = 2                                                    # the flush runs too
+        for t in range(5):
+            g = {k: rng_t.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+            g["W"][: g["W"].shape[0] // 2] = 0                                 # zero blocks
+            with_threads(threads, opt.step, params, g)
+        return params, opt.state
+
+    rng_t = np.random.default_rng(2)
+    serial, serial_state = run(1)
+    rng_t = np.random.default_rng(2)
+    threaded, threaded_state = run(2)
+    for k in w0:
+        assert serial[k].tobytes() == threaded[k].tobytes()
+        for s in serial_state.get(k, {}):
+            assert serial_state[k][s].tobytes() == threaded_state[k][s].tobytes()
+
+
+def test_set_threads_refuses_what_is_not_a_count():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises((ValueError, TypeError)):
+            parallel.set_threads(bad)
+    assert parallel.set_threads(3) is None and parallel.threads() == 3
+
+
+def test_the_environment_sets_the_default_and_a_bad_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("SCRATCHNADE_THREADS", "3")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert parallel.threads() == 3                                # ours before BLAS's
+    monkeypatch.delenv("SCRATCHNADE_THREADS")
+    assert parallel.threads() == 1                                # else the BLAS setting
+    monkeypatch.setenv("SCRATCHNADE_THREADS", "many")
+    with pytest.raises(ValueError, match="SCRATCHNADE_THREADS"):
+        parallel.threads()
