@@ -12,7 +12,10 @@ recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternati
 PyTorch's step by step in one process, and prints tokens/s and the ratio; on WikiText-2's
 first training batches (default) or, with `--ids uniform`, on uniform random ids.  With
 `--model transformer` it times the transformer instead (untied and tied; L = 2 blocks,
-d_model = 256, 4 heads, windows of p = context = 128 tokens, B = 16 by default).
+d_model = 256, 4 heads, windows of p = context = 128 tokens, B = 16 by default).  In the same
+rotation it times the output layer's three matmuls alone at the same shapes (`of_matmul_limit`:
+our step's speed as a fraction of theirs), and then each side alone in a process of its own for
+its peak resident memory (`wikitext2_memory` lines; `--no-memory` skips them).
 
 `train` trains on the training split (RNN: consecutive stream batches with the state carried
 across chunks; NADE and transformer: shuffled p-token segments), evaluates validation perplexity every
@@ -92,6 +95,10 @@ def parse(argv):
                    help="train the twin only for the first N tokens (default: the whole budget)")
     p.add_argument("--save", default=None, help="write our final parameters to this .npz checkpoint")
     p.add_argument("--steps", type=int, default=8, help="timed steps per model (speed)")
+    p.add_argument("--side", choices=["both", "ours", "torch"], default="both",
+                   help="speed: time one side alone and print its peak RSS (what the memory lines run)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="speed: skip the peak-memory lines (two more processes, one per side)")
     p.add_argument("--ids", choices=["wikitext2", "uniform"], default="wikitext2",
                    help="speed: time on WikiText-2 training batches (needs the data) or on uniform random ids; "
                         "the batch's tokens decide how many rows of an input weight get a gradient")
@@ -251,34 +258,143 @@ def speed_batches(kind, p, train, rng):
     return [x for _, x in zip(range(args.steps + 1), batches)]
 
 
-def speed():
-    """tokens/s of ours and PyTorch's at WikiText-2's vocabulary, on its training batches or random ids."""
-    rng = np.random.default_rng(args.seed)
-    train = load_wikitext2(args.data_dir).train if args.ids == "wikitext2" else None
+def output_matmuls_fn(model, p):
+    """A closure x -> None doing only the output layer's three matmuls at the step's shapes (float32):
+    the logits f = h W^T, and in the backward dW = df^T h and dh = df W.  Everything else in a step
+    (softmax, embeddings, the recurrence or attention, Adam) is overhead on top of this, so
+    step time / this time is how close a step comes to the matmul limit on this machine."""
+    B, V = args.batch_size, V_WIKITEXT2
+    kind = kind_of(model)
+    K = args.d_model if kind == "transformer" else args.hidden
+    rng = np.random.default_rng(0)
+    if kind == "nade":                                         # one (B, H) x (H, d) product per position
+        W = rng.normal(size=(p, V, K)).astype(np.float32)
+        h, f = rng.normal(size=(p, B, K)).astype(np.float32), np.empty((p, B, V), np.float32)
+        dW, dh = np.empty_like(W), np.empty((p, K, B), np.float32)
+        Wt, ft = W.transpose(0, 2, 1), f.transpose(0, 2, 1)
+    else:                                                      # one (p B, K) x (K, V) product
+        W = rng.normal(size=(V, K)).astype(np.float32)
+        h, f = rng.normal(size=(p * B, K)).astype(np.float32), np.empty((p * B, V), np.float32)
+        dW, dh = np.empty_like(W), np.empty((K, p * B), np.float32)
+        Wt, ft = W.T, f.T
+
+    def step(x):
+        np.matmul(h, Wt, out=f)                                # f = h W^T
+        np.matmul(ft, h, out=dW)                               # dW = df^T h (df: f's shape)
+        np.matmul(Wt, ft, out=dh)                              # dh^T = W^T df^T, as the models do it
+    return step
+
+
+def max_rss_mib(field="VmHWM"):
+    """Peak resident memory of this process since the last reset_peak_rss() (VmHWM), in MiB
+    (field="VmRSS": the resident memory now)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    import resource                                            # no /proc: the peak since the start
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss():
+    """Start the peak (VmHWM) again from the current RSS (Linux: 5 > /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def speed_cases():
     if args.model == "transformer":
         p = args.order or args.context
-        cases = [("transformer", p, False), ("transformer", p, True)]
-    else:
-        cases = [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]
-    for kind, p, tied in cases:
+        return [("transformer", p, False), ("transformer", p, True)]
+    return [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]
+
+
+def speed():
+    """tokens/s of ours and PyTorch's at WikiText-2's vocabulary, on its training batches or random ids,
+    alternating step by step with the output layer's matmuls alone (the matmul limit); then, unless
+    --no-memory, the peak memory of each side measured in a process of its own (speed_side)."""
+    if args.side != "both":
+        return speed_side()
+    rng = np.random.default_rng(args.seed)
+    train = load_wikitext2(args.data_dir).train if args.ids == "wikitext2" else None
+    for kind, p, tied in speed_cases():
         args.tied = tied
         model = build(kind, V_WIKITEXT2, p, args)
-        ours, theirs = our_step_fn(model, 1e-3, None), torch_step_fn(model, 1e-3, None)
+        fns = {"ours": our_step_fn(model, 1e-3, None), "torch": torch_step_fn(model, 1e-3, None),
+               "matmul": output_matmuls_fn(model, p)}
         xs = speed_batches(kind, p, train, rng)
-        times = {"ours": [], "torch": []}
+        times = {name: [] for name in fns}
         for i, x in enumerate(xs):
-            order = (("ours", ours), ("torch", theirs)) if i % 2 == 0 else (("torch", theirs), ("ours", ours))
-            for name, fn in order:
+            names = list(fns)[i % 3:] + list(fns)[:i % 3]       # rotate who goes first
+            for name in names:
                 t0 = time.perf_counter()
-                fn(x)
+                fns[name](x)
                 if i > 0:                                      # step 0 allocates buffers and Adam state
                     times[name].append(time.perf_counter() - t0)
         tok = p * args.batch_size
-        o, t = tok / np.median(times["ours"]), tok / np.median(times["torch"])
+        o, t, m = (tok / np.median(times[name]) for name in ("ours", "torch", "matmul"))
         print(json.dumps({"benchmark": "wikitext2_speed", "model": kind, "tied": tied, "B": args.batch_size,
                           **sizes(kind, p), "V": V_WIKITEXT2, "threads": args.threads or "default",
                           "ours_tok_s": round(o), "torch_tok_s": round(t), "ratio": round(o / t, 2),
+                          "matmul_tok_s": round(m), "of_matmul_limit": round(o / m, 2),
                           "steps": args.steps, "ids": args.ids}), flush=True)
+        del model, fns
+    if not args.no_memory:
+        memory()
+
+
+def speed_side():
+    """One side only (--side ours / torch): tokens/s and the peak RSS over its timed steps, per case.
+    The torch side builds our model only to copy its initial values, and drops it before the reset."""
+    import gc
+    rng = np.random.default_rng(args.seed)
+    train = load_wikitext2(args.data_dir).train if args.ids == "wikitext2" else None
+    for kind, p, tied in speed_cases():
+        args.tied = tied
+        model = build(kind, V_WIKITEXT2, p, args)
+        fn = our_step_fn(model, 1e-3, None) if args.side == "ours" else torch_step_fn(model, 1e-3, None)
+        if args.side == "torch":
+            del model
+        xs = speed_batches(kind, p, train, rng)
+        gc.collect()
+        reset_peak_rss()
+        before = max_rss_mib("VmRSS")                          # libraries, corpus, parameters
+        times = []
+        for i, x in enumerate(xs):
+            t0 = time.perf_counter()
+            fn(x)
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+        print(json.dumps({"benchmark": "wikitext2_side", "side": args.side, "model": kind, "tied": tied,
+                          "tok_s": round(p * args.batch_size / np.median(times)),
+                          "max_rss_mib": round(max_rss_mib()), "before_steps_mib": round(before)}), flush=True)
+        del fn, xs
+        gc.collect()
+
+
+def memory():
+    """Peak memory per case of each side, each in a fresh process (one process's peak is both's):
+    the peak RSS over the timed steps (libraries, corpus and parameters included) and the part of it the
+    training steps added (gradients, optimizer state, activations)."""
+    import subprocess
+    argv = [a for a in sys.argv[1:] if a not in ("--side", "both")]
+    rows = {}
+    for side in ("ours", "torch"):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            r = json.loads(line)
+            rows.setdefault((r["model"], r["tied"]), {})[side] = r
+    for (kind, tied), r in rows.items():
+        o, t = r["ours"], r["torch"]
+        print(json.dumps({"benchmark": "wikitext2_memory", "model": kind, "tied": tied,
+                          "threads": args.threads or "default", "ours_max_rss_mib": o["max_rss_mib"],
+                          "torch_max_rss_mib": t["max_rss_mib"], "ratio": round(o["max_rss_mib"] / t["max_rss_mib"], 2),
+                          "ours_training_mib": o["max_rss_mib"] - o["before_steps_mib"],
+                          "torch_training_mib": t["max_rss_mib"] - t["before_steps_mib"]}), flush=True)
 
 
 def torch_perplexity(step, ids, p, stream):
