@@ -169,6 +169,7 @@ HYPER_RANGES = {  # name: (test of a float value, what the value must be)
     "betas": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "eps": (lambda v: 0.0 < v < math.inf, "a finite number > 0"),
     "clip": (lambda v: v > 0.0, "None or a number > 0"),
+    "lazy": (None, "True or False"),
 }
 
 
@@ -198,6 +199,10 @@ def check_hyper(name, value, owner="optimizer"):
                              f"{want}")
         for i, beta in enumerate(pair, 1):
             check_hyper_value(f"beta{i}", beta, test, want, owner)
+        return
+    if name == "lazy":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{owner}: lazy = {_shown(value)} is not allowed; lazy must be {want}")
         return
     check_hyper_value(name, value, test, want, owner)
 
@@ -295,7 +300,9 @@ class Optimizer:
         self.t += 1
         for name, w in params.items():
             g, state = grads[name], self._state(name, w)
-            if self.host_kernels:
+            if getattr(self, "lazy", False) and w.ndim >= 2:
+                self._lazy_step(name, w, g, state)
+            elif self.host_kernels:
                 self._fast_step(w, g, state)
             else:
                 if self.weight_decay:
@@ -316,6 +323,40 @@ class Optimizer:
                                       w, g, state, tmp, self._flush_thresholds(w))
         else:                              # a GPU: a block would only add kernel launches
             self._fast_update(w, g, state, tmp)
+
+    def _lazy_step(self, name, w, g, state):
+        """The rule on the rows of w (its last axis) whose gradient is not all zero; the other rows
+        keep w and their state exactly as they are (``lazy=True``, see :class:`Adam`).
+
+        Shapes: w, g (..., k) C-contiguous, seen as R = w.size / k rows of k.  The rows with a
+        gradient are gathered into small (r, k) arrays, updated by the same rule (either tier),
+        and written back, so their values are what the rule gives them at step t.
+        """
+        xp = get_xp(w)
+        if not (w.flags.c_contiguous and g.flags.c_contiguous):
+            raise ValueError(f"{type(self).__name__}(lazy=True): parameter {name!r} and its gradient "
+                             f"must be C-contiguous arrays")
+        if w.size == 0:
+            return
+        k = w.shape[-1]
+        w2, g2 = w.reshape(-1, k), g.reshape(-1, k)                  # (R, k) views
+        rows = xp.flatnonzero(optim_host.rows_with_gradient(g2))     # rows with a gradient
+        if rows.size == 0:
+            return
+        sub = {s: a.reshape(-1, k)[rows] for s, a in state.items()}  # (r, k) gathered copies
+        w_r, g_r = w2[rows], g2[rows]
+        if self.weight_decay:
+            g_r = g_r + self.weight_decay * w_r                       # classic L2, on these rows
+        if self.host_kernels:
+            self._fast_update(w_r, g_r, sub, xp.empty_like(w_r))
+            if xp is np:
+                for s, threshold in self._flush_thresholds(w).items():
+                    optim_host.flush_subnormals_(sub[s], threshold)
+        else:
+            self._update(w_r, g_r, sub)
+        w2[rows] = w_r                                               # scatter back: w and the state
+        for s, a in state.items():
+            a.reshape(-1, k)[rows] = sub[s]
 
     def _flush_thresholds(self, w):
         """{state name: threshold} to flush at this step (see optim_host.flush_subnormals_), or {}."""
@@ -449,15 +490,26 @@ class Nesterov(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with L2 weight decay (see :func:`adam_update`); state "m", "v" per parameter."""
-    state_names = ("m", "v")
-    hyper_names = ("betas", "eps")
+    """Adam with L2 weight decay (see :func:`adam_update`); state "m", "v" per parameter.
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip=None):
+    ``lazy=True`` (an explicit option, off by default): in every parameter of 2 or more axes, a
+    row (a slice along the last axis: an embedding row, one token's weights at one position of
+    the order-p NADE's V) whose gradient is all +0.0 at a step is not touched at all: its w,
+    m and v stay as they are, as in torch.optim.SparseAdam.  Dense Adam would still decay the
+    row's moments and move w along the old momentum.  So lazy Adam is a different optimizer, not
+    a faster route to the same numbers; it pays where most rows get no gradient (the order-p
+    NADE's V: 256 of 33,278 rows per position at B = 32).  Rows that do get a gradient are
+    updated exactly as dense Adam would update them from the same state at the same step t.
+    """
+    state_names = ("m", "v")
+    hyper_names = ("betas", "eps", "lazy")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip=None, lazy=False):
         super().__init__(lr, weight_decay, clip)
         check_hyper("betas", betas, type(self).__name__)
         self.betas = tuple(betas)
         self.eps = eps
+        self.lazy = lazy
         self.check_hyper()
 
     def _update(self, w, g, state):

@@ -192,6 +192,18 @@ def _all_zero(g):
     return not g.view(_UINT[g.itemsize]).max()
 
 
+def rows_with_gradient(g2):
+    """(R,) bool: True for the rows of g2 (R, k) with any entry other than +0.0.
+
+    On the host one pass over the bits as unsigned integers (no (R, k) temporary, as in
+    :func:`_all_zero`; -0.0 counts as a gradient, which only means one more row is updated by
+    the ordinary rule); elsewhere ``(g2 != 0).any(axis=1)``.
+    """
+    if get_xp(g2) is np:
+        return g2.view(_UINT[g2.itemsize]).max(axis=1) != 0
+    return (g2 != 0).any(axis=1)
+
+
 def flush_subnormals_(a, threshold, tmp=None):
     """a[|a| < threshold] = 0, in place (a host array; tmp: optional scratch shaped like a).
 

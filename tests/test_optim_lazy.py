@@ -1,0 +1,110 @@
+"""Adam(lazy=True): rows whose gradient is zero keep w, m and v bit for bit; rows with a gradient get
+exactly what dense Adam gives them from the same state at the same step (both tiers, any device the
+fake device stands for); the option is checked, saved and restored."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchnade.optim import Adam, adam_update
+
+
+def sparse_grads(rng, shape, keep, steps):
+    """`steps` gradients of `shape` whose rows (last axis) are zero except where keep(step) says."""
+    gs = []
+    for t in range(steps):
+        g = rng.normal(size=shape)
+        rows = g.reshape(-1, shape[-1])
+        rows[~keep(t, rows.shape[0], rng)] = 0.0
+        gs.append(g)
+    return gs
+
+
+def textbook_lazy(w, grads, lr, betas, eps, weight_decay=0.0):
+    """The lazy rule row by row with the textbook adam_update: a row moves only at steps where its
+    gradient is nonzero, with the global step count t."""
+    w = w.copy().reshape(-1, w.shape[-1])
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, 1):
+        g = g.reshape(w.shape)
+        for r in range(w.shape[0]):
+            if np.any(g[r] != 0):
+                adam_update(w[r], g[r] + weight_decay * w[r], m[r], v[r], t, lr, *betas, eps)
+    return w, m, v
+
+
+@pytest.mark.parametrize("host_kernels", [True, False])
+@given(seed=st.integers(0, 10_000), shape=st.sampled_from([(6, 3), (2, 5, 4), (9, 1)]),
+       weight_decay=st.sampled_from([0.0, 0.01]))
+@settings(max_examples=15, deadline=None)
+def test_lazy_adam_is_the_row_by_row_rule(host_kernels, seed, shape, weight_decay):
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(size=shape)
+    grads = sparse_grads(rng, shape, lambda t, R, r: r.random(R) < 0.4, steps=6)
+    opt = Adam(0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=weight_decay, lazy=True)
+    opt.host_kernels = host_kernels
+    params = {"W": w0.copy()}
+    for g in grads:
+        opt.step(params, {"W": g})
+    want_w, want_m, want_v = textbook_lazy(w0, grads, 0.05, (0.8, 0.9), 1e-6, weight_decay)
+    rtol = 0 if not host_kernels else 1e-13                 # the host kernel folds Adam's corrections
+    np.testing.assert_allclose(params["W"].reshape(want_w.shape), want_w, rtol=rtol, atol=0)
+    assert np.array_equal(opt.state["W"]["m"].reshape(want_m.shape), want_m)
+    assert np.array_equal(opt.state["W"]["v"].reshape(want_v.shape), want_v)
+
+
+def test_rows_without_gradient_keep_their_bits_and_rows_with_one_move():
+    rng = np.random.default_rng(0)
+    params = {"E": rng.normal(size=(50, 8)).astype(np.float32)}
+    opt = Adam(1e-2, lazy=True)
+    opt.step(params, {"E": rng.normal(size=(50, 8)).astype(np.float32)})     # every row has state now
+    before = {"w": params["E"].copy(), **{s: a.copy() for s, a in opt.state["E"].items()}}
+    g = np.zeros((50, 8), np.float32)
+    g[[3, 17]] = 1.0
+    opt.step(params, {"E": g})
+    untouched = np.setdiff1d(np.arange(50), [3, 17])
+    for name, after in (("w", params["E"]), ("m", opt.state["E"]["m"]), ("v", opt.state["E"]["v"])):
+        assert after[untouched].tobytes() == before[name][untouched].tobytes()
+        assert not np.array_equal(after[[3, 17]], before[name][[3, 17]])
+
+
+def test_with_a_gradient_in_every_row_lazy_is_dense_adam_bit_for_bit():
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(3, 70_000)).astype(np.float32)       # big enough for the blocked host path
+    dense, lazy = {"W": w0.copy()}, {"W": w0.copy()}
+    a, b = Adam(1e-3), Adam(1e-3, lazy=True)
+    for _ in range(4):
+        g = rng.normal(size=w0.shape).astype(np.float32)
+        a.step(dense, {"W": g})
+        b.step(lazy, {"W": g})
+    assert dense["W"].tobytes() == lazy["W"].tobytes()
+
+
+def test_one_axis_parameters_are_dense_even_when_lazy():
+    params, opt = {"b": np.ones(4)}, Adam(0.1, lazy=True)
+    opt.step(params, {"b": np.ones(4)})
+    opt.step(params, {"b": np.zeros(4)})                       # dense: the momentum still moves b
+    dense, ref = {"b": np.ones(4)}, Adam(0.1)
+    ref.step(dense, {"b": np.ones(4)})
+    ref.step(dense, {"b": np.zeros(4)})
+    assert np.array_equal(params["b"], dense["b"])
+
+
+def test_lazy_is_checked_and_survives_a_state_dict():
+    with pytest.raises(ValueError, match="lazy = 'yes' is not allowed; lazy must be True or False"):
+        Adam(lazy="yes")
+    opt = Adam(1e-3, lazy=True)
+    params = {"W": np.ones((2, 3))}
+    opt.step(params, {"W": np.ones((2, 3))})
+    again = Adam(1e-3)
+    again.load_state_dict(opt.state_dict())
+    assert again.lazy is True
+    old = opt.state_dict()
+    del old["hyper"]["lazy"]                                    # a checkpoint from before the option
+    Adam(1e-3).load_state_dict(old)
+
+
+def test_a_strided_parameter_is_refused_by_name():
+    w = np.ones((4, 6))[:, ::2]
+    with pytest.raises(ValueError, match="'W' and its gradient must be C-contiguous"):
+        Adam(lazy=True).step({"W": w}, {"W": np.ones_like(w)})
