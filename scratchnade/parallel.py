@@ -22,6 +22,8 @@ serial loop runs.  Work on a GPU never comes here (one block per array there).
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from numpy import ndarray as _ndarray
+
 MIN_BLOCKS_PER_THREAD = 2    # fewer blocks than this per thread: not worth a hand-off (~10 us each)
 
 _threads = None              # set_threads(n); None: from the environment
@@ -109,3 +111,30 @@ def for_each_block(work, blocks):
     for err in errors:
         if err is not None:
             raise err
+
+
+# ----------------------------------------------------------------------------- helpers for the models
+
+BLOCK_BYTES = 1 << 20        # ~1 MB pieces for the helpers below
+
+
+def column_blocks(a):
+    """Slices of axis 1 of `a` (T, N, ...) cutting each slab a[t] into ~BLOCK_BYTES pieces: the
+    blocks of a running sum over axis 0, which are independent column by column.  One slice for a
+    small array or a GPU array (NumPy's ndarray only; a GPU runs the whole slab in one kernel)."""
+    n = a.shape[1] if a.ndim >= 2 else 1
+    if type(a) is not _ndarray or a.ndim < 2 or a.shape[0] == 0 or a[0].nbytes < 2 * BLOCK_BYTES:
+        return [slice(None)]
+    step = max(1, n * BLOCK_BYTES // a[0].nbytes)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def zero_(a):
+    """a[...] = 0 in place, a C-contiguous host array cut into ~BLOCK_BYTES pieces on every core
+    (a (p, d, H) gradient buffer of the order-p NADE is 272 MB).  Returns a."""
+    if type(a) is not _ndarray or a.nbytes < 2 * BLOCK_BYTES or not a.flags.c_contiguous:
+        a[...] = 0
+        return a
+    flat, step = a.reshape(-1), max(1, BLOCK_BYTES // a.itemsize)
+    for_each_block(lambda b: flat[b].fill(0), [slice(i, i + step) for i in range(0, flat.size, step)])
+    return a

@@ -138,3 +138,36 @@ def test_the_environment_sets_the_default_and_a_bad_value_names_the_variable(mon
     monkeypatch.setenv("SCRATCHNADE_THREADS", "many")
     with pytest.raises(ValueError, match="SCRATCHNADE_THREADS"):
         parallel.threads()
+
+
+def test_running_sums_and_zeroing_have_the_serial_bits_on_two_threads():
+    from scratchnade.models.sequence import cumsum_, reverse_cumsum_
+    a = np.random.default_rng(3).normal(size=(6, 64, 9000)).astype(np.float32)   # 2.3 MB slabs
+    assert len(parallel.column_blocks(a)) > 2
+    for fn in (cumsum_, reverse_cumsum_):
+        serial = with_threads(1, fn, a.copy())
+        assert with_threads(2, fn, a.copy()).tobytes() == serial.tobytes()
+        assert np.allclose(serial, np.cumsum(a, axis=0) if fn is cumsum_ else np.cumsum(a[::-1], axis=0)[::-1],
+                           rtol=1e-5, atol=1e-5)
+    z = a.copy()
+    assert not with_threads(2, parallel.zero_, z).any()
+
+
+def test_the_order_p_nade_step_has_the_serial_bits_on_two_threads():
+    from scratchnade.models import SequenceNADE
+    x = np.random.default_rng(4).integers(0, 70_000, (4, 8))
+
+    def step(threads):
+        m = SequenceNADE(70_000, p=4, H=16, seed=0, dtype="float32")
+        m.reuse_buffers = True
+        opt = Adam(1e-2)
+        parallel.set_threads(threads)
+        try:
+            for _ in range(2):
+                loss, g = m.loss_and_grads(x)
+                opt.step(m.params, g)
+        finally:
+            parallel.set_threads(None)
+        return loss, m.params
+    (l1, p1), (l2, p2) = step(1), step(2)
+    assert l1 == l2 and all(p1[k].tobytes() == p2[k].tobytes() for k in p1)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..backend import asnumpy, get_xp, to_device
 from ..functional import categorical_draw, check_targets, dropout_mask, token_log_prob
+from ..parallel import column_blocks, for_each_block
 from .base import Model
 
 
@@ -147,8 +148,10 @@ def cumsum_(a):
     a_t = a_{t-1} + a_t written over the input (one (B, ...) add per position, no (T, ...)
     temporary as numpy.cumsum would allocate; T is small, each slab is big).
     """
-    for t in range(1, a.shape[0]):
-        a[t] += a[t - 1]
+    def run(cols):                                # one block of columns: the sums are independent
+        for t in range(1, a.shape[0]):
+            a[t, cols] += a[t - 1, cols]
+    for_each_block(run, column_blocks(a))         # on every core (scratchnade.parallel): same bits
     return a
 
 
@@ -158,8 +161,10 @@ def reverse_cumsum_(a):
     Trick: the backward of :func:`cumsum_` (the gradient of a sum over s <= t collects every
     t >= s), as a running sum from the end written over the input, no temporary.
     """
-    for s in range(a.shape[0] - 2, -1, -1):
-        a[s] += a[s + 1]
+    def run(cols):
+        for s in range(a.shape[0] - 2, -1, -1):
+            a[s, cols] += a[s + 1, cols]
+    for_each_block(run, column_blocks(a))
     return a
 
 

@@ -31,6 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
+from ..parallel import zero_
 from ..functional import (log_softmax, sigmoid, sigmoid_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
 from .sequence import (SequenceModel, check_window, cumsum_, flat_rows, grad_buffer, output_logits,
@@ -227,7 +228,7 @@ def backward(dloss, cache, out=None):
         dV = dW                                    # V_s = W_s^T: the input use adds to dW
     else:
         dV = grads["V"] = grad_buffer(out, "V", params["V"])
-        dV[...] = 0.0                              # dense gradient; only rows x_s get values
+        zero_(dV)                                  # dense gradient; only rows x_s get values
     scatter_add(dV.reshape(p * d, H), flat_rows(x, d), de.reshape(T * B, H))   # dV[s, x_s] += de_s
     return grads
 
