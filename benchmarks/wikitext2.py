@@ -12,7 +12,8 @@ recurrent NADE (p = 35, tied and untied) and the order-p NADE (p = 8), alternati
 PyTorch's step by step in one process, and prints tokens/s and the ratio; on WikiText-2's
 first training batches (default) or, with `--ids uniform`, on uniform random ids.  With
 `--model transformer` it times the transformer instead (untied and tied; L = 2 blocks,
-d_model = 256, 4 heads, windows of p = context = 128 tokens, B = 16 by default).  In the same
+d_model = 256, 4 heads, windows of p = context = 128 tokens, B = 16 by default); with `--model
+nade` the order-p NADE alone (`--lazy-adam`: ours with lazy Adam, labelled).  In the same
 rotation it times the output layer's three matmuls alone at the same shapes (`of_matmul_limit`:
 our step's speed as a fraction of theirs), and then each side alone in a process of its own for
 its peak resident memory (`wikitext2_memory` lines; `--no-memory` skips them).
@@ -52,6 +53,9 @@ def parse(argv):
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon")
+    p.add_argument("--lazy-adam", action="store_true",
+                   help="our Adam with lazy=True: rows with no gradient keep w, m, v (a different optimizer "
+                        "from the twin's dense Adam; every result line says which)")
     p.add_argument("--clip", type=float, default=0.25)
     p.add_argument("--init-scale", type=float, default=None, help="default 0.02 for transformer, else 0.1")
     p.add_argument("--output-init-scale", type=float, default=None,
@@ -227,7 +231,8 @@ def sizes(kind, p):
 
 
 def our_step_fn(model, lr, clip):
-    opt = SGD(lr=lr, clip=clip) if args.optimizer == "sgd" else Adam(lr=lr, eps=args.eps, clip=clip)
+    opt = SGD(lr=lr, clip=clip) if args.optimizer == "sgd" else Adam(lr=lr, eps=args.eps, clip=clip,
+                                                                      lazy=args.lazy_adam)
 
     def step(x):
         loss, grads = model.loss_and_grads(x)
@@ -309,6 +314,8 @@ def speed_cases():
     if args.model == "transformer":
         p = args.order or args.context
         return [("transformer", p, False), ("transformer", p, True)]
+    if args.model == "nade":                                   # the order-p NADE alone
+        return [("nade", args.order or 8, False)]
     return [("rnn", 35, False), ("rnn", 35, True), ("nade", 8, False)]
 
 
@@ -340,6 +347,7 @@ def speed():
                           **sizes(kind, p), "V": V_WIKITEXT2, "threads": args.threads or "default",
                           "ours_tok_s": round(o), "torch_tok_s": round(t), "ratio": round(o / t, 2),
                           "matmul_tok_s": round(m), "of_matmul_limit": round(o / m, 2),
+                          "ours_adam": "lazy" if args.lazy_adam else "dense",
                           "steps": args.steps, "ids": args.ids}), flush=True)
         del model, fns
     if not args.no_memory:
@@ -447,7 +455,8 @@ def train():
     def report(final=False, start=False):
         valid = corpus.valid[: args.valid_tokens] if args.valid_tokens else corpus.valid
         row = {"benchmark": "wikitext2_train", "model": kind, "tied": args.tied, **sizes(kind, p),
-               "B": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "eps": args.eps,
+               "B": args.batch_size, "optimizer": args.optimizer, "lazy_adam": args.lazy_adam, "lr": args.lr,
+               "eps": args.eps,
                "dropout": args.dropout, "init_scale": args.init_scale, "output_init_scale": args.output_init_scale,
                "unigram_bias": args.unigram_bias, "anneal": args.anneal, "warmup": args.warmup,
                "lr_now": ours.opt.lr, "tokens": seen, "epochs": round(seen / epoch_tokens, 3),
