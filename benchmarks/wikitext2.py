@@ -88,6 +88,10 @@ def parse(argv):
                    help="--final-sliding: new tokens scored per window (default 1 for nade, p / 2 for the "
                         "transformer: every token sees at least p / 2 earlier tokens, at twice the chunked cost)")
     p.add_argument("--eval-every", type=int, default=262_144, help="tokens between validation runs")
+    p.add_argument("--target-ppl", type=float, default=None, metavar="PPL",
+                   help="time to quality: stop at the first validation run (first --eval-mode) with perplexity "
+                        "<= PPL and print the wall minutes of training up to it (earlier validation runs included) "
+                        "(e.g. 326, the interpolated bigram's)")
     p.add_argument("--unigram-bias", action="store_true",
                    help="start the output bias b at the log unigram frequencies (model.init_bias)")
     p.add_argument("--eval-mode", choices=["chunked", "stream", "both"], default=None,
@@ -476,6 +480,12 @@ def train():
             row.update(diagnostics(model, corpus.valid))
         print(json.dumps(row), flush=True)
         ppl = row[f"ours_valid_ppl_{modes(kind)[0]}"]
+        if args.target_ppl is not None and ppl <= args.target_ppl and not final:
+            print(json.dumps({"benchmark": "wikitext2_time_to_quality", "model": kind, "tied": args.tied,
+                              **sizes(kind, p), "target_ppl": args.target_ppl, "valid_ppl": ppl,
+                              "mode": modes(kind)[0], "tokens": seen, "epochs": row["epochs"],
+                              "minutes": row["minutes"], "threads": args.threads or "default"}), flush=True)
+            best["reached"] = True
         if args.decay and not (final or start):
             if ppl >= best["ppl"]:                              # no progress: lr *= decay, both models
                 set_lr([ours, theirs], ours.opt.lr * args.decay)
@@ -510,8 +520,10 @@ def train():
             if seen >= next_eval:
                 report()
                 next_eval += args.eval_every
-            if seen >= budget or out_of_time():
+            if seen >= budget or out_of_time() or best.get("reached"):
                 break
+        if best.get("reached"):
+            return
     report(final=True)
     if args.save:
         save_checkpoint(args.save, {k: asnumpy(v) for k, v in model.params.items()},
