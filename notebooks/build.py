@@ -135,15 +135,20 @@ def signature(nb):
 
 
 def _keep_outputs(new, old_path):
-    """Copy outputs from the notebook on disk into `new` for every cell whose source is unchanged."""
+    """Copy what the last execution left in the notebook on disk into `new`, for every cell whose
+    source is unchanged: outputs, execution count and the cell's timing (metadata "execution");
+    and the notebook's run record (metadata "scratchnade": mode and seconds)."""
     if not Path(old_path).exists():
         return
-    old = {c.id: c for c in nbformat.read(old_path, as_version=4).cells if c.cell_type == "code"}
+    old_nb = nbformat.read(old_path, as_version=4)
+    old = {c.id: c for c in old_nb.cells if c.cell_type == "code"}
     for c in new.cells:
         o = old.get(c.id)
         if c.cell_type == "code" and o is not None and o.source == c.source:
             c.outputs, c.execution_count = o.outputs, o.execution_count
-    meta = nbformat.read(old_path, as_version=4).metadata.get("scratchnade")
+            if "execution" in o.metadata:
+                c.metadata["execution"] = o.metadata["execution"]
+    meta = old_nb.metadata.get("scratchnade")
     if meta:
         new.metadata["scratchnade"] = meta
 

@@ -92,6 +92,34 @@ def test_outputs_and_counts_are_ignored(tmp_path):
     assert build.check(NOTEBOOKS / "src", tmp_path) == []
 
 
+def test_a_rebuild_keeps_the_last_run_of_unchanged_cells(tmp_path):
+    """Rebuilding every notebook (as after an edit to one source) keeps the outputs, counts, cell
+    timings and run record of the cells whose source did not change, and drops them where it did."""
+    src = tmp_path / "src"
+    shutil.copytree(NOTEBOOKS / "src", src)
+    build.write_all(src, tmp_path)
+    path = build.targets(src / SOURCES[0].name, tmp_path)[0]
+    nb = nbformat.read(path, as_version=4)
+    first, second = [c for c in nb.cells if c.cell_type == "code"][:2]
+    for c in (first, second):
+        c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+        c.execution_count = 3
+        c.metadata["execution"] = {"iopub.execute_input": "2026-12-03T10:00:00Z"}
+    nb.metadata["scratchnade"] = {"mode": "fast", "seconds": 12.5}
+    nbformat.write(nb, path)
+    text = (src / SOURCES[0].name).read_text()
+    (src / SOURCES[0].name).write_text(text.replace(second.source.splitlines()[0],
+                                                    second.source.splitlines()[0] + "  # edited", 1))
+    build.write_all(src, tmp_path)
+    rebuilt = nbformat.read(path, as_version=4)
+    kept = next(c for c in rebuilt.cells if c.id == first.id)
+    redone = next(c for c in rebuilt.cells if c.id == second.id)
+    assert kept.outputs[0]["text"] == "ran\n" and kept.execution_count == 3
+    assert kept.metadata["execution"] == first.metadata["execution"]
+    assert redone.outputs == [] and "execution" not in redone.metadata
+    assert rebuilt.metadata["scratchnade"] == {"mode": "fast", "seconds": 12.5}
+
+
 def test_split_solutions_keeps_indentation():
     lines = ["def f(x):", "    # BEGIN SOLUTION return twice x", "    return 2 * x", "    # END SOLUTION", "f(1)"]
     sol, ex, n = build.split_solutions(lines)
