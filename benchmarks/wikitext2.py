@@ -447,7 +447,7 @@ def train():
     budget = args.tokens or int((args.epochs or 1.0) * epoch_tokens)
     torch_budget = min(budget, args.torch_tokens or budget)
     seen, twin_seen, step, next_eval, epoch, started = 0, 0, 0, args.eval_every, 0, time.perf_counter()
-    best = {"ppl": math.inf}                                # for --decay
+    best = {"ppl": math.inf, "reached": False}              # best validation (--decay); --target-ppl met
 
     def out_of_time():
         return args.minutes is not None and time.perf_counter() - started > 60 * args.minutes
@@ -520,9 +520,9 @@ def train():
             if seen >= next_eval:
                 report()
                 next_eval += args.eval_every
-            if seen >= budget or out_of_time() or best.get("reached"):
+            if seen >= budget or out_of_time() or best["reached"]:
                 break
-        if best.get("reached"):
+        if best["reached"]:
             return
     report(final=True)
     if args.save:
