@@ -302,12 +302,17 @@ class Optimizer:
             g, state = grads[name], self._state(name, w)
             if getattr(self, "lazy", False) and w.ndim >= 2:
                 self._lazy_step(name, w, g, state)
-            elif self.host_kernels:
-                self._fast_step(w, g, state)
             else:
-                if self.weight_decay:
-                    g = g + self.weight_decay * w      # classic L2
-                self._update(w, g, state)
+                self._dense_step(w, g, state)
+
+    def _dense_step(self, w, g, state):
+        """The rule on the whole array w, through the host kernels or the textbook tier."""
+        if self.host_kernels:
+            self._fast_step(w, g, state)
+        else:
+            if self.weight_decay:
+                g = g + self.weight_decay * w          # classic L2
+            self._update(w, g, state)
 
     def _fast_step(self, w, g, state):
         """The step through :mod:`scratchnade.optim_host`: scratch buffers instead of temporaries,
@@ -331,6 +336,11 @@ class Optimizer:
         Shapes: w, g (..., k) C-contiguous, seen as R = w.size / k rows of k.  The rows with a
         gradient are gathered into small (r, k) arrays, updated by the same rule (either tier),
         and written back, so their values are what the rule gives them at step t.
+
+        Where most rows have a gradient (a softmax output layer: all of them), gathering them
+        would cost more than the dense step: with every row, lazy IS the dense step; with more
+        than half, the dense step runs and the few rows without a gradient get their saved w
+        and state back (the same bits either way: the rule is elementwise).
         """
         xp = get_xp(w)
         if not (w.flags.c_contiguous and g.flags.c_contiguous):
@@ -340,8 +350,21 @@ class Optimizer:
             return
         k = w.shape[-1]
         w2, g2 = w.reshape(-1, k), g.reshape(-1, k)                  # (R, k) views
-        rows = xp.flatnonzero(optim_host.rows_with_gradient(g2))     # rows with a gradient
+        moved = optim_host.rows_with_gradient(g2)                     # (R,) bool: rows with a gradient
+        rows = xp.flatnonzero(moved)
         if rows.size == 0:
+            return
+        if rows.size == moved.size:                                   # every row: lazy = dense
+            self._dense_step(w, g, state)
+            return
+        if 2 * rows.size > moved.size:                                # most rows: dense, then put back
+            idle = xp.flatnonzero(~moved)                             # the rows without a gradient
+            kept = {s: a.reshape(-1, k)[idle] for s, a in state.items()}
+            w_idle = w2[idle]
+            self._dense_step(w, g, state)
+            w2[idle] = w_idle
+            for s, a in state.items():
+                a.reshape(-1, k)[idle] = kept[s]
             return
         sub = {s: a.reshape(-1, k)[rows] for s, a in state.items()}  # (r, k) gathered copies
         w_r, g_r = w2[rows], g2[rows]

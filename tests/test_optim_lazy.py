@@ -35,12 +35,12 @@ def textbook_lazy(w, grads, lr, betas, eps, weight_decay=0.0):
 
 @pytest.mark.parametrize("host_kernels", [True, False])
 @given(seed=st.integers(0, 10_000), shape=st.sampled_from([(6, 3), (2, 5, 4), (9, 1)]),
-       weight_decay=st.sampled_from([0.0, 0.01]))
+       weight_decay=st.sampled_from([0.0, 0.01]), share=st.sampled_from([0.4, 0.9]))
 @settings(max_examples=15, deadline=None)
-def test_lazy_adam_is_the_row_by_row_rule(host_kernels, seed, shape, weight_decay):
+def test_lazy_adam_is_the_row_by_row_rule(host_kernels, seed, shape, weight_decay, share):
     rng = np.random.default_rng(seed)
     w0 = rng.normal(size=shape)
-    grads = sparse_grads(rng, shape, lambda t, R, r: r.random(R) < 0.4, steps=6)
+    grads = sparse_grads(rng, shape, lambda t, R, r: r.random(R) < share, steps=6)
     opt = Adam(0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=weight_decay, lazy=True)
     opt.host_kernels = host_kernels
     params = {"W": w0.copy()}
@@ -78,6 +78,28 @@ def test_with_a_gradient_in_every_row_lazy_is_dense_adam_bit_for_bit():
         a.step(dense, {"W": g})
         b.step(lazy, {"W": g})
     assert dense["W"].tobytes() == lazy["W"].tobytes()
+
+
+@pytest.mark.parametrize("share", [0.3, 0.9])
+def test_rows_with_a_gradient_get_dense_adams_bits_and_the_others_keep_theirs(share):
+    # big enough for the blocked host path; 0.3: the gathered rows, 0.9: dense step, idle rows put back
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(size=(2000, 64)).astype(np.float32)
+    dense, lazy = {"W": w0.copy()}, {"W": w0.copy()}
+    a, b = Adam(1e-3), Adam(1e-3, lazy=True)
+    g = rng.normal(size=w0.shape).astype(np.float32)
+    a.step(dense, {"W": g})
+    b.step(lazy, {"W": g})                                      # every row has the same state now
+    before = {"w": lazy["W"].copy(), **{s: x.copy() for s, x in b.state["W"].items()}}
+    g = rng.normal(size=w0.shape).astype(np.float32)
+    moved = rng.random(2000) < share
+    g[~moved] = 0.0
+    a.step(dense, {"W": g})
+    b.step(lazy, {"W": g})
+    for name, got, want in (("w", lazy["W"], dense["W"]), ("m", b.state["W"]["m"], a.state["W"]["m"]),
+                            ("v", b.state["W"]["v"], a.state["W"]["v"])):
+        assert got[moved].tobytes() == want[moved].tobytes(), name
+        assert got[~moved].tobytes() == before[name][~moved].tobytes(), name
 
 
 def test_one_axis_parameters_are_dense_even_when_lazy():
