@@ -49,8 +49,10 @@ def test_lazy_adam_is_the_row_by_row_rule(host_kernels, seed, shape, weight_deca
     want_w, want_m, want_v = textbook_lazy(w0, grads, 0.05, (0.8, 0.9), 1e-6, weight_decay)
     rtol = 0 if not host_kernels else 1e-13                 # the host kernel folds Adam's corrections
     np.testing.assert_allclose(params["W"].reshape(want_w.shape), want_w, rtol=rtol, atol=0)
-    assert np.array_equal(opt.state["W"]["m"].reshape(want_m.shape), want_m)
-    assert np.array_equal(opt.state["W"]["v"].reshape(want_v.shape), want_v)
+    # the moments see g + wd * w: with weight decay, w's few ulps on the host reach them too
+    rtol_state = rtol if weight_decay else 0
+    np.testing.assert_allclose(opt.state["W"]["m"].reshape(want_m.shape), want_m, rtol=rtol_state, atol=0)
+    np.testing.assert_allclose(opt.state["W"]["v"].reshape(want_v.shape), want_v, rtol=rtol_state, atol=0)
 
 
 def test_rows_without_gradient_keep_their_bits_and_rows_with_one_move():
