@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scratchnade import optim_host
 from scratchnade.optim import Adam, adam_update
 
 
@@ -72,7 +73,7 @@ def test_rows_without_gradient_keep_their_bits_and_rows_with_one_move():
 
 def test_with_a_gradient_in_every_row_lazy_is_dense_adam_bit_for_bit():
     rng = np.random.default_rng(1)
-    w0 = rng.normal(size=(3, 70_000)).astype(np.float32)       # big enough for the blocked host path
+    w0 = rng.normal(size=(3, optim_host.BLOCK_BYTES)).astype(np.float32)   # 3 x 4 blocks: the blocked host path
     dense, lazy = {"W": w0.copy()}, {"W": w0.copy()}
     a, b = Adam(1e-3), Adam(1e-3, lazy=True)
     for _ in range(4):
@@ -86,7 +87,8 @@ def test_with_a_gradient_in_every_row_lazy_is_dense_adam_bit_for_bit():
 def test_rows_with_a_gradient_get_dense_adams_bits_and_the_others_keep_theirs(share):
     # big enough for the blocked host path; 0.3: the gathered rows, 0.9: dense step, idle rows put back
     rng = np.random.default_rng(2)
-    w0 = rng.normal(size=(2000, 64)).astype(np.float32)
+    R = 3 * optim_host.BLOCK_BYTES // (4 * 64)                  # 3 blocks of float32 rows of 64
+    w0 = rng.normal(size=(R, 64)).astype(np.float32)
     dense, lazy = {"W": w0.copy()}, {"W": w0.copy()}
     a, b = Adam(1e-3), Adam(1e-3, lazy=True)
     g = rng.normal(size=w0.shape).astype(np.float32)
@@ -94,7 +96,7 @@ def test_rows_with_a_gradient_get_dense_adams_bits_and_the_others_keep_theirs(sh
     b.step(lazy, {"W": g})                                      # every row has the same state now
     before = {"w": lazy["W"].copy(), **{s: x.copy() for s, x in b.state["W"].items()}}
     g = rng.normal(size=w0.shape).astype(np.float32)
-    moved = rng.random(2000) < share
+    moved = rng.random(R) < share
     g[~moved] = 0.0
     a.step(dense, {"W": g})
     b.step(lazy, {"W": g})
