@@ -338,9 +338,9 @@ class Optimizer:
         and written back, so their values are what the rule gives them at step t.
 
         Where most rows have a gradient (a softmax output layer: all of them), gathering them
-        would cost more than the dense step: with every row, lazy IS the dense step; with more
-        than half, the dense step runs and the few rows without a gradient get their saved w
-        and state back (the same bits either way: the rule is elementwise).
+        would cost more than the dense step: with more than half of them, the dense step runs and
+        the rows without a gradient (none at all for a softmax layer: lazy IS the dense step
+        there) get their saved w and state back -- the same bits, the rule being elementwise.
         """
         xp = get_xp(w)
         if not (w.flags.c_contiguous and g.flags.c_contiguous):
@@ -353,9 +353,6 @@ class Optimizer:
         moved = optim_host.rows_with_gradient(g2)                     # (R,) bool: rows with a gradient
         rows = xp.flatnonzero(moved)
         if rows.size == 0:
-            return
-        if rows.size == moved.size:                                   # every row: lazy = dense
-            self._dense_step(w, g, state)
             return
         if 2 * rows.size > moved.size:                                # most rows: dense, then put back
             idle = xp.flatnonzero(~moved)                             # the rows without a gradient

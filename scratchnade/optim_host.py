@@ -136,16 +136,18 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
 
     Why blocks.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
     weight each pass streams ~272 MB through memory; run block by block (:data:`BLOCK_BYTES` of
-    each array, see :func:`_blocks`) all the passes over one block stay in cache.  Each entry
-    still sees the same operations, so the result is bit for bit the rule's on whole arrays.
+    each array, see :func:`_blocks`) all the passes over one block stay in the caches (L2/L3)
+    instead of streaming from memory.  Each entry still sees the same operations, so the
+    result is bit for bit the rule's on whole arrays.
     Block size: each block costs ~40 us of Python around its dozen ufunc calls, so small blocks
     lose what the cache gains (Adam over 68M float32 at 2 threads: 32 KB blocks 472 ms, 256 KB
     127-184 ms, 1 MB 113-128 ms, 16 MB 166 ms); with 1 MB instead of 256 KB the order-p NADE's
     step is 15-20% faster (benchmarks/revision_speed.py, two runs).
 
     Why zero blocks.  A one-hot input's weights (an embedding, NADE's V) get a gradient only in
-    the rows of the batch's tokens: most of their blocks are exactly zero on most steps.  Such a
-    block (:func:`_all_zero`) takes ``update_zero_grad``, which skips the passes over g.
+    the rows of the batch's tokens, so a block holding none of them is exactly zero (with 1 MB
+    blocks of 256-float rows, that takes a large vocabulary or a small batch).  Such a block
+    (:func:`_all_zero`) takes ``update_zero_grad``, which skips the passes over g.
 
     The flush runs per block too, while the block is in cache.
 
