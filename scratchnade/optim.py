@@ -341,6 +341,11 @@ class Optimizer:
         would cost more than the dense step: with more than half of them, the dense step runs and
         the rows without a gradient (none at all for a softmax layer: lazy IS the dense step
         there) get their saved w and state back -- the same bits, the rule being elementwise.
+
+        On the host with the host kernels (and no weight decay) the same choices are made block
+        by block, in one pass over memory on every core (:func:`optim_host.update_blocked` with
+        ``row=k``): a block without a gradient is not even read.  The whole-array form below
+        serves the textbook tier, a GPU and weight decay.
         """
         xp = get_xp(w)
         if not (w.flags.c_contiguous and g.flags.c_contiguous):
@@ -349,6 +354,10 @@ class Optimizer:
         if w.size == 0:
             return
         k = w.shape[-1]
+        if self.host_kernels and xp is np and not self.weight_decay:   # the host: block by block
+            optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad, w, g, state,
+                                      self._buffer(w, "tmp"), self._flush_thresholds(w), row=k)
+            return
         w2, g2 = w.reshape(-1, k), g.reshape(-1, k)                  # (R, k) views
         moved = optim_host.rows_with_gradient(g2)                     # (R,) bool: rows with a gradient
         rows = xp.flatnonzero(moved)

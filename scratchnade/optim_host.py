@@ -128,11 +128,14 @@ def _adam_step(w, m, v, t, lr, beta1, beta2, eps, tmp):
 
 # ----------------------------------------------------------------------------- blocks, zero blocks, flush
 
-def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
+def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=None):
     """Run one parameter's rule on the host: block by block, zero blocks in their g = 0 form.
 
     update(w, g, state, tmp) and update_zero_grad(w, state, tmp) are the rule (state: {name:
     array}); flush: {state name: threshold} to flush after this step (see :func:`flush_subnormals_`).
+    row: lazy rows (``Adam(lazy=True)``), the length k of w's rows (its last axis): a row of g that
+    is all +0.0 leaves w and the state untouched (see :func:`_update_rows`); blocks are then whole
+    rows.  w, g, tmp and the state must be C-contiguous for it.
 
     Why blocks.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
     weight each pass streams ~272 MB through memory; run block by block (:data:`BLOCK_BYTES` of
@@ -155,7 +158,11 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
     (:func:`scratchnade.parallel.for_each_block`), with the same bits for any thread count.
     """
     flush = flush or {}
-    blocks = _blocks(w, g, tmp, *state.values())
+    blocks = _blocks(w, g, tmp, *state.values(), row=row)
+    if blocks is None and row:                                  # a small array: one block of rows
+        if not all(a.flags.c_contiguous for a in (w, g, tmp, *state.values())):
+            raise ValueError("lazy rows need C-contiguous w, g, scratch and state arrays")
+        blocks = [slice(0, w.size)]
     if blocks is None:                                          # small or strided arrays
         update(w, g, state, tmp)
         for k, threshold in flush.items():
@@ -164,8 +171,19 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
     w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
     state = {k: a.reshape(-1) for k, a in state.items()}
 
+    few = []                                                    # lazy: (first row, rows) of sparse blocks
+
     def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
+        if row:                                                 # lazy: the rows with a gradient only
+            moved = rows_with_gradient(g[b].reshape(-1, row))   # g's block, read into the cache
+            if not moved.all():
+                rows = np.flatnonzero(moved)
+                if 2 * rows.size > moved.size:                  # most rows: here, dense and put back
+                    _update_rows(update, w[b], g[b], block_state, tmp[b], moved, flush, row)
+                elif rows.size:                                 # a few: all blocks' together, below
+                    few.append(b.start // row + rows)
+                return
         if _all_zero(g[b]):                                     # a one-hot input's untouched rows
             update_zero_grad(w[b], block_state, tmp[b])
         else:
@@ -173,17 +191,60 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None):
         for k, threshold in flush.items():                      # while the block is in cache
             flush_subnormals_(block_state[k], threshold, tmp[b])
     for_each_block(update_block, blocks)                        # the blocks on every core
+    if few:                                                     # one gather of the sparse blocks' rows
+        rows = np.concatenate(few)
+        moved = np.zeros(w.size // row, dtype=bool)
+        moved[rows] = True
+        _update_rows(update, w, g, state, tmp, moved, flush, row)
 
 
-def _blocks(*arrays):
+def _update_rows(update, w, g, state, tmp, moved, flush, row):
+    """The lazy rule on one block (flat views): only the rows where `moved` (r,) is True; the
+    others keep w and the state bit for bit.  No row moved: nothing to do, not even a read of w.
+
+    Each moved row sees exactly the operations of the dense rule, so it gets the dense rule's
+    bits (the rule is elementwise).  Few moved rows (a one-hot input's weights: a row or two per
+    block) are gathered into small arrays, updated and written back; more than half of them
+    (cheaper than gathering) take the dense rule on the whole block, and the idle rows get their
+    saved w and state back.
+    """
+    rows = np.flatnonzero(moved)
+    if rows.size == 0:
+        return
+    w2, g2, tmp2 = w.reshape(-1, row), g.reshape(-1, row), tmp.reshape(-1, row)
+    state2 = {k: a.reshape(-1, row) for k, a in state.items()}
+    if 2 * rows.size > moved.size:                              # most rows: dense, then put back
+        idle = np.flatnonzero(~moved)
+        kept, w_idle = {k: a[idle] for k, a in state2.items()}, w2[idle]
+        update(w, g, state, tmp)
+        for k, threshold in flush.items():
+            flush_subnormals_(state[k], threshold, tmp)
+        w2[idle] = w_idle
+        for k, a in state2.items():
+            a[idle] = kept[k]
+        return
+    sub = {k: a[rows] for k, a in state2.items()}               # (r, k) gathered copies
+    w_r = w2[rows]
+    update(w_r, g2[rows], sub, tmp2[:rows.size])
+    for k, threshold in flush.items():
+        flush_subnormals_(sub[k], threshold, tmp2[:rows.size])
+    w2[rows] = w_r                                              # scatter back: w and the state
+    for k, a in state2.items():
+        a[rows] = sub[k]
+
+
+def _blocks(*arrays, row=None):
     """Slices of the flat arrays (all of one size) that an update rule runs over in turn.
 
     Cache-sized blocks of BLOCK_BYTES on the host, for arrays larger than one block that are
-    all C-contiguous (so their flat views write through).  None otherwise: a small or strided
-    array, or a GPU, where a block would only add kernel launches; the rule then runs once.
+    all C-contiguous (so their flat views write through); with `row`, whole rows of that length
+    (at least one).  None otherwise: a small or strided array, or a GPU, where a block would
+    only add kernel launches; the rule then runs once.
     """
     a = arrays[0]
     step = max(1, BLOCK_BYTES // a.itemsize)
+    if row:
+        step = max(row, step // row * row)
     if get_xp(*arrays) is not np or a.size <= step or not all(x.flags.c_contiguous for x in arrays):
         return None
     return [slice(i, min(i + step, a.size)) for i in range(0, a.size, step)]

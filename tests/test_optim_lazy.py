@@ -134,3 +134,34 @@ def test_a_strided_parameter_is_refused_by_name():
     w = np.ones((4, 6))[:, ::2]
     with pytest.raises(ValueError, match="'W' and its gradient must be C-contiguous"):
         Adam(lazy=True).step({"W": w}, {"W": np.ones_like(w)})
+
+
+def test_lazy_blocks_skip_idle_blocks_gather_few_rows_and_flush_like_dense_adam():
+    # the host's one-pass lazy step (optim_host.update_blocked with row=k), four blocks of rows:
+    # one with no gradient (skipped), one with a few rows (gathered), one with most rows (dense,
+    # idle rows put back), one with every row; tiny gradients make the subnormal flush bite
+    rng = np.random.default_rng(3)
+    per_block = optim_host.BLOCK_BYTES // (4 * 64)              # float32 rows of 64 per block
+    R = 4 * per_block
+    w0 = rng.normal(size=(R, 64)).astype(np.float32)
+    dense, lazy = {"W": w0.copy()}, {"W": w0.copy()}
+    a, b = Adam(1e-3), Adam(1e-3, lazy=True)
+    a.flush_every = b.flush_every = 1
+    tiny = rng.random(w0.shape) < 0.2                           # there (1 - beta1) g is below the flush
+    g = rng.normal(size=w0.shape).astype(np.float32)
+    g[tiny] = 1e-37
+    a.step(dense, {"W": g})
+    b.step(lazy, {"W": g})                                      # every row has the same state now
+    before = {"w": lazy["W"].copy(), **{s: x.copy() for s, x in b.state["W"].items()}}
+    share = np.repeat([0.0, 0.1, 0.9, 1.0], per_block)
+    moved = rng.random(R) < share
+    g = rng.normal(size=w0.shape).astype(np.float32)
+    g[tiny] = 1e-37
+    g[~moved] = 0.0
+    a.step(dense, {"W": g})
+    b.step(lazy, {"W": g})
+    assert (a.state["W"]["m"] == 0).any()                        # the flush did something
+    for name, got, want in (("w", lazy["W"], dense["W"]), ("m", b.state["W"]["m"], a.state["W"]["m"]),
+                            ("v", b.state["W"]["v"], a.state["W"]["v"])):
+        assert got[moved].tobytes() == want[moved].tobytes(), name
+        assert got[~moved].tobytes() == before[name][~moved].tobytes(), name
