@@ -153,6 +153,15 @@ def test_running_sums_and_zeroing_have_the_serial_bits_on_two_threads():
     assert not with_threads(2, parallel.zero_, z).any()
 
 
+@pytest.mark.parametrize("shape", [(32, 33_278), (7, 90_001), (3, 5)])   # blocks, ragged blocks, small
+def test_the_blocked_transposing_copy_is_the_transpose_on_any_thread_count(shape):
+    src = np.random.default_rng(5).normal(size=shape[::-1]).astype(np.float32)    # (n, m)
+    for n in (1, 2):
+        dst = np.full(shape, np.nan, np.float32)
+        assert with_threads(n, parallel.copy_transposed_, dst, src) is dst
+        assert dst.tobytes() == np.ascontiguousarray(src.T).tobytes()
+
+
 def test_the_order_p_nade_step_has_the_serial_bits_on_two_threads():
     from scratchnade.models import SequenceNADE
     x = np.random.default_rng(4).integers(0, 70_000, (4, 8))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import asnumpy, get_xp, to_device
 from ..functional import categorical_draw, check_targets, dropout_mask, token_log_prob
-from ..parallel import column_blocks, for_each_block
+from ..parallel import column_blocks, copy_transposed_, for_each_block
 from .base import Model
 
 
@@ -205,12 +205,26 @@ def output_logits(W, b, h, out=None):
     products); here each G_s = W_s h_s is computed once, all T of them in one batched
     matmul (T, B, H) @ (T, H, d) written straight into f (a reused buffer if `out`), and
     the sums over s <= t are an in-place running sum (:func:`cumsum_`).
+
+    On the host G_s is computed as it is written, W_s h_s^T (d, B), one position at a time
+    into a small scratch, and copied transposed into f (:func:`scratchnade.parallel.
+    copy_transposed_`): at B = 32, OpenBLAS runs (d, H) x (H, B) 1.4-1.6x faster than
+    (B, H) x (H, d) (order-p NADE at WikiText-2 sizes, 2 threads: 48 + 6 ms against 68-79 ms;
+    the whole step 0.97x the time at 2 threads, 0.98x at 1, benchmarks/revision_speed.py).
     """
     xp = get_xp(W, h)
     T, B, _ = h.shape
-    if out is not None and tuple(out.shape) != (T, B, W.shape[1]):
-        raise ValueError(f"out must have shape {(T, B, W.shape[1])}, got {tuple(out.shape)}")
-    f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
+    d = W.shape[1]
+    if out is not None and tuple(out.shape) != (T, B, d):
+        raise ValueError(f"out must have shape {(T, B, d)}, got {tuple(out.shape)}")
+    if xp is np and B < d:
+        f = np.empty((T, B, d), dtype=np.result_type(h, W)) if out is None else out
+        G_s = np.empty((d, B), dtype=f.dtype)
+        for s in range(T):
+            np.matmul(W[s], h[s].T, out=G_s)                   # G_s = W_s h_s^T, (d, B)
+            copy_transposed_(f[s], G_s)
+    else:
+        f = xp.matmul(h, W[:T].transpose(0, 2, 1), out=out)   # G_s = W_s h_s, one batched matmul
     cumsum_(f)                                             # sum_{s<=t} G_s
     f += b[:T, None]                                       # + b_t
     return f
