@@ -29,15 +29,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from scratchnade.blas_env import prepare_blas
 
-from scratchnade.checkpoint import load_checkpoint, save_checkpoint
-from scratchnade.data.binary import load_binarized_mnist, minibatches
-from scratchnade.ensemble import mixture_log_prob
-from scratchnade.models.fvsbn import FVSBN
-from scratchnade.models.nade import NADE
-from scratchnade.optim import Adam
-from scratchnade.train import evaluate, fit
+prepare_blas()  # before NumPy loads its BLAS (scratchnade.blas_env says why)
+
+import numpy as np  # noqa: E402
+
+from scratchnade.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from scratchnade.data.binary import load_binarized_mnist, minibatches  # noqa: E402
+from scratchnade.ensemble import mixture_log_prob  # noqa: E402
+from scratchnade.models.fvsbn import FVSBN  # noqa: E402
+from scratchnade.models.nade import NADE  # noqa: E402
+from scratchnade.optim import Adam  # noqa: E402
+from scratchnade.train import evaluate, fit  # noqa: E402
 
 
 class L1FVSBN(FVSBN):

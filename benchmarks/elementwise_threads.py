@@ -21,14 +21,16 @@ import argparse
 import json
 import os
 import sys
+
+from scratchnade.blas_env import prepare_blas
 import time
 
 args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 args.add_argument("--threads", type=int, default=2)
 args.add_argument("--repeats", type=int, default=9)
 args = args.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[var] = str(args.threads)
+prepare_blas(args.threads)  # before NumPy loads its BLAS
+os.environ["NUMEXPR_NUM_THREADS"] = str(args.threads)
 
 import numpy as np  # noqa: E402
 

@@ -9,14 +9,14 @@ import argparse
 import os
 import sys
 
+from scratchnade.blas_env import prepare_blas
+
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the library's)")
 p.add_argument("--tokens", type=int, default=2240 * 8)
 p.add_argument("--repeats", type=int, default=3, help="best of this many runs")
 args = p.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-if args.threads:  # before NumPy loads its BLAS
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+prepare_blas(args.threads)  # before NumPy loads its BLAS
 
 import json  # noqa: E402
 import time  # noqa: E402

@@ -30,6 +30,8 @@ import argparse
 import os
 import sys
 
+from scratchnade.blas_env import prepare_blas
+
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,9 +52,7 @@ def parse(argv):
 
 
 args = parse(sys.argv[1:] if __name__ == "__main__" else [])
-if args.threads:  # must happen before NumPy loads its BLAS
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+prepare_blas(args.threads)  # must happen before NumPy loads its BLAS
 
 import json  # noqa: E402
 import resource  # noqa: E402

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from scratchnade.blas_env import prepare_blas
+
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,8 +33,7 @@ def parse(argv):
 
 
 args = parse(sys.argv[1:] if __name__ == "__main__" else [])
-if args.threads:
-    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+prepare_blas(args.threads)  # before NumPy loads its BLAS
 
 import time  # noqa: E402
 

@@ -32,9 +32,16 @@ def parse(argv):
     p.add_argument("--steps", type=int, default=8, help="timed steps per model and child (after one warm-up)")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads of the children (default 1)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=MODELS)
+    p.add_argument("--new-env", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="environment settings for the new tree's children only: with --base HEAD, this measures "
+                        "a setting (e.g. OPENBLAS_THREAD_TIMEOUT=28, OpenBLAS's own default, against ours)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default=None)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for setting in a.new_env:
+        if "=" not in setting or not setting.split("=", 1)[0]:
+            p.error(f"--new-env takes NAME=VALUE settings, got {setting!r}")
+    return a
 
 
 def child(args):
@@ -80,9 +87,11 @@ def child(args):
     print(json.dumps(out))
 
 
-def run_child(tree, args):
+def run_child(tree, args, extra_env=()):
     env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")               # as the package's entry points set it
+    env.update(setting.split("=", 1) for setting in extra_env)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--steps", str(args.steps),
            "--models", *args.models] + (["--data-dir", args.data_dir] if args.data_dir else [])
     done = subprocess.run(cmd, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, check=True)
@@ -100,13 +109,14 @@ def main(args):
         runs = {"base": [], "new": []}
         for r in range(args.rounds):
             for which in (("base", "new") if r % 2 == 0 else ("new", "base")):
-                runs[which].append(run_child(trees[which], args))
+                runs[which].append(run_child(trees[which], args, args.new_env if which == "new" else ()))
     for name in args.models:
         b = statistics.median(run[name] for run in runs["base"])
         n = statistics.median(run[name] for run in runs["new"])
         print(json.dumps({"benchmark": "revision_speed", "model": name, "threads": args.threads, "base": args.base,
                           "base_step_s": round(b, 4), "new_step_s": round(n, 4), "new_over_base": round(n / b, 3),
-                          "rounds": args.rounds, "steps": args.steps}), flush=True)
+                          "rounds": args.rounds, "steps": args.steps, **({"new_env": args.new_env} if args.new_env
+                                                                         else {})}), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ environment variable ``SCRATCHNADE_THREADS``, else the BLAS thread count (``OPEN
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` when set, else the cores this process may use), so that
 the elementwise passes use the cores the matmuls use.  One thread turns the pool off: the plain
 serial loop runs.  Work on a GPU never comes here (one block per array there).
+
+Right after a matmul, OpenBLAS's idle threads spin on those same cores for ~0.1 s unless
+``OPENBLAS_THREAD_TIMEOUT`` is small: :mod:`scratchnade.blas_env` sets it for the command line
+and the benchmarks.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor

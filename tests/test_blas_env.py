@@ -1,0 +1,37 @@
+"""scratchnade.blas_env: BLAS settings made before NumPy loads (the CLI and the benchmarks call it first)."""
+import subprocess
+import sys
+
+from scratchnade import blas_env
+
+
+def test_the_thread_timeout_is_a_default_that_the_environment_overrides(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    blas_env.prepare_blas()
+    assert blas_env.os.environ["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    blas_env.prepare_blas()
+    assert blas_env.os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
+
+
+def test_a_thread_count_sets_every_blas_variable_and_none_leaves_them(monkeypatch):
+    for var in blas_env.THREAD_VARIABLES:
+        monkeypatch.setenv(var, "7")
+    blas_env.prepare_blas(None)
+    assert all(blas_env.os.environ[var] == "7" for var in blas_env.THREAD_VARIABLES)
+    blas_env.prepare_blas(2)
+    assert all(blas_env.os.environ[var] == "2" for var in blas_env.THREAD_VARIABLES)
+
+
+def test_the_entry_point_sets_it_before_numpy_is_imported():
+    # in a fresh interpreter: the module loads no NumPy, and `python -m scratchnade` calls it first
+    code = ("import os, sys; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)\n"
+            "import scratchnade.blas_env\n"
+            "assert 'numpy' not in sys.modules, 'blas_env imported NumPy'\n"
+            "import runpy; sys.argv = ['scratchnade', '--version']\n"
+            "try:\n    runpy.run_module('scratchnade', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "4"
