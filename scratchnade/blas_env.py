@@ -18,6 +18,20 @@ THREAD_TIMEOUT = "4"         # log2 of the cycles OpenBLAS's idle threads spin (
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def threads_in(argv):
+    """The N of ``--threads N`` or ``--threads=N`` in a command line when it is a count >= 1, else
+    None (the command line's parser then says what is wrong with it)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        return int(value) if value.strip().isdigit() and int(value) >= 1 else None
+    return None
+
+
 def prepare_blas(threads=None):
     """Before NumPy is imported: OPENBLAS_THREAD_TIMEOUT = 4 unless the environment sets it, and with
     `threads` (a count, or None to leave them alone) the BLAS thread variables set to it."""

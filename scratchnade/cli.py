@@ -37,6 +37,7 @@ from .commands import (EXIT_CODES, check_number, cmd_evaluate, cmd_exposure_bias
 from .data.download import ChecksumError, DownloadError, MissingDataError
 from .exact import MAX_ENUM_D
 from .optim import linear_anneal
+from .parallel import set_threads
 from .registry import (DATASETS, KIND_DEFAULTS, MODELS, SYNTHETIC_N_TRAIN, DataError, ModelUnavailable,
                        build_model, data_spec, defaults_by_model, load_data, model_defaults, model_spec,
                        teacher_forcing_eps)
@@ -792,7 +793,18 @@ def build_parser():
     g.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes (default: 1e-06)")
     g.add_argument("--device", default="cpu", help="cpu or gpu (default: cpu)")
     g.set_defaults(func=cmd_gradcheck)
+    for parser in (p, *sub.choices.values()):        # before or after the command's name
+        parser.add_argument("--threads", type=thread_count, metavar="N", default=argparse.SUPPRESS,
+                            help="cores for the matmuls (BLAS) and the elementwise passes (default: "
+                                 "$SCRATCHNADE_THREADS, else the BLAS setting, else every core)")
     return p
+
+
+def thread_count(text):
+    """argparse type of --threads: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of threads >= 1, got {text!r}")
+    return int(text)
 
 
 def _add_exposure_bias_parser(sub):
@@ -848,6 +860,8 @@ def main(argv=None):
                 f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:                   # argparse errors (2) and --help (0)
         return int(exc.code or 0)
+    if getattr(args, "threads", None):          # the pool; BLAS took it from __main__ (blas_env)
+        set_threads(args.threads)
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -35,3 +35,25 @@ def test_the_entry_point_sets_it_before_numpy_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "4"
+
+
+def test_threads_are_read_from_the_command_line_only_when_they_are_a_count():
+    assert blas_env.threads_in(["train", "--threads", "3", "--model", "nade"]) == 3
+    assert blas_env.threads_in(["--threads=2", "gradcheck"]) == 2
+    assert blas_env.threads_in(["train", "--threads", "0"]) is None       # the parser names the error
+    assert blas_env.threads_in(["train", "--threads", "two"]) is None
+    assert blas_env.threads_in(["train", "--threads"]) is None
+    assert blas_env.threads_in(["train", "--model", "nade"]) is None
+
+
+def test_the_command_lines_threads_size_the_pool_before_or_after_the_command(capsys):
+    from scratchnade import parallel
+    from scratchnade.cli import main
+    previous = parallel.set_threads(None)
+    try:
+        assert main(["gradcheck", "--model", "fvsbn", "--threads", "3"]) == 0
+        assert parallel.threads() == 3
+        assert main(["--threads", "2", "gradcheck", "--model", "fvsbn"]) == 0
+        assert parallel.threads() == 2
+    finally:
+        parallel.set_threads(previous)

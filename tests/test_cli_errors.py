@@ -140,6 +140,8 @@ TRAIN = [  # (id, extra argv, what the message must name)
     ("momentum-without-nesterov", NADE + ["--momentum", "0.5"], "--momentum"),
     ("unknown-flag", NADE + ["--hiden", "4"], "--hiden"),
     ("missing-data", ["--model", "rnn", "--data", "ptb", "--data-dir", "TMP/nowhere"], "ptb"),
+    ("zero-threads", NADE + ["--threads", "0"], "--threads"),
+    ("threads-not-a-count", NADE + ["--threads", "two"], "--threads"),
 ]
 
 
