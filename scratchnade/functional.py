@@ -158,19 +158,30 @@ def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
     return loss, SoftmaxCECache(probs, targets, weights)
 
 
-def softmax_cross_entropy_backward(dloss, cache, out=None):
+def softmax_cross_entropy_backward(dloss, cache, out=None, column_sum=False):
     """dlogits = dloss * w_n * (softmax(f_n) - onehot(y_n)).  Shape (N, V).
 
     ``out=cache.probs`` reuses the forward's buffer (after an ``inplace=True`` forward).
+    ``column_sum=True`` returns (dlogits, sum_n dlogits_n): the (V,) gradient of a bias added
+    to every row, summed while each block of rows is in cache (one (V,) partial sum per block,
+    then the sum of the partials) instead of a pass of its own over the (N, V) buffer.
     """
     xp = get_xp(cache.probs)
     probs, targets, weights = cache
     scale = (dloss * weights)[:, None]                           # (N, 1) w_n dloss
     d = probs if out is probs else (xp.empty_like(probs) if out is None else out)
-    for_each_block(lambda rows: xp.multiply(probs[rows], scale[rows], out=d[rows]),   # w * softmax
-                   _row_blocks(probs))
-    d[xp.arange(probs.shape[0]), targets] -= scale[:, 0]         # - w * onehot, a scatter
-    return d
+    blocks = _row_blocks(probs)
+    partial = xp.empty((len(blocks), probs.shape[1]), dtype=d.dtype) if column_sum else None
+
+    def grad_rows(k):
+        rows = blocks[k]
+        xp.multiply(probs[rows], scale[rows], out=d[rows])      # w * softmax
+        n = xp.arange(*rows.indices(probs.shape[0]))
+        d[n, targets[n]] -= scale[n, 0]                          # - w * onehot, a scatter
+        if column_sum:
+            d[rows].sum(axis=0, out=partial[k])                  # this block's rows, in cache
+    for_each_block(grad_rows, range(len(blocks)))
+    return (d, partial.sum(axis=0)) if column_sum else d
 
 
 def token_log_prob(logits, targets):

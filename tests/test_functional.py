@@ -121,6 +121,21 @@ def test_softmax_cross_entropy_backward(with_mask, data, dloss):
     assert_backward(lambda: dloss * F.softmax_cross_entropy(x, targets, mask)[0], x, analytic)
 
 
+@pytest.mark.parametrize("shape", [(300, 4000), (5, 7)])        # ~1 MB blocks several times over; one block
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_the_column_sum_of_dlogits_is_the_bias_gradient(shape, with_mask):
+    rng = np.random.default_rng(6)
+    x, targets = rng.normal(0, 3, shape), rng.integers(0, shape[1], shape[0])
+    mask = (rng.random(shape[0]) < 0.7).astype(float) if with_mask else None
+    _, cache = F.softmax_cross_entropy(x, targets, mask)
+    d, db = F.softmax_cross_entropy_backward(0.8, cache, column_sum=True)
+    np.testing.assert_array_equal(d, F.softmax_cross_entropy_backward(0.8, cache))
+    np.testing.assert_allclose(db, d.sum(axis=0), rtol=1e-12, atol=1e-15)
+    if shape[1] < 10:      # it is d loss / d b for logits x + b, one bias shared by every row
+        b = np.zeros(shape[1])
+        assert_backward(lambda: 0.8 * F.softmax_cross_entropy(x + b, targets, mask)[0], b, db)
+
+
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_softmax_cross_entropy_inplace_matches(data):

@@ -92,6 +92,11 @@ def test_softmax_cross_entropy_has_the_serial_bits_on_any_thread_count(threads, 
     assert probs.tobytes() == serial_cache.probs.tobytes() and d.tobytes() == serial_d.tobytes()
     lp = with_threads(threads, F.token_log_prob, f, y)
     assert np.array_equal(lp, with_threads(1, F.token_log_prob, f, y))
+    _, c1 = F.softmax_cross_entropy(f.copy(), y, mask, True)
+    _, c2 = F.softmax_cross_entropy(f.copy(), y, mask, True)
+    d1, db1 = with_threads(1, F.softmax_cross_entropy_backward, 0.7, c1, c1.probs, True)
+    d2, db2 = with_threads(threads, F.softmax_cross_entropy_backward, 0.7, c2, c2.probs, True)
+    assert d1.tobytes() == d2.tobytes() == serial_d.tobytes() and db1.tobytes() == db2.tobytes()
 
 
 @pytest.mark.parametrize("make", [lambda: Adam(1e-3), lambda: Nesterov(0.01, weight_decay=1e-3),

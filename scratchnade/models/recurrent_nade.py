@@ -174,7 +174,8 @@ def backward(dloss, cache, out=None):
     Speed.  Only the (B, H) chain dh -> da -> dh runs in the loop over t.  The output layer's
     three products leave it: dlogits overwrite the probabilities in the logits buffer (no
     (T*B, d) temporary), then one (d, T*B) @ (T*B, H) matmul for dW_o (into out["W_o"] when
-    given), one (T*B, d) @ (d, H) for every dh_{t-1} at once, and one column sum for db.
+    given), one (T*B, d) @ (d, H) for every dh_{t-1} at once, and db summed block by block in
+    the pass that writes dlogits (no pass of its own).
     dW_h and dc are one matmul and one sum over the stacked da_t, and dW_x is one scatter-add
     of all da_t into the columns in_t (repeated tokens accumulate); tied, the scatter adds
     into the rows of dW_o.  h_T feeds no f_t of this window, so da_T = 0 and x_T gets no
@@ -186,10 +187,8 @@ def backward(dloss, cache, out=None):
     T, B = x.shape
     H = W_h.shape[0]
     out = out or {}
-    softmax_cross_entropy_backward(dloss, ce, out=probs)
-    df = probs                                            # (T*B, d) dlogits, in place
+    df, db = softmax_cross_entropy_backward(dloss, ce, out=probs, column_sum=True)   # (T*B, d) in place, (d,)
     H_prev = hs[:T].reshape(T * B, H)
-    db = df.sum(axis=0)                                   # (d,)
     dW_o = xp.matmul(df.T, H_prev, out=out.get("W_o"))    # (d, H) output use of W_o (new if no out)
     dhs = xp.matmul(df, W_o).reshape(T, B, H)             # dh_{t-1} from f_t, for every t
     das = xp.empty((T - 1, B, H), dtype=W_h.dtype)        # das[t-1] = da_t, t = 1..T-1

@@ -273,9 +273,9 @@ def backward(dloss, cache, out=None):
     xp = get_xp(params["E"])
     T, B = x.shape
     d = h.shape[1]
-    df = softmax_cross_entropy_backward(dloss, ce, out=ce.probs)   # (T B, V) dF, in place
+    df, db = softmax_cross_entropy_backward(dloss, ce, out=ce.probs, column_sum=True)   # (T B, V) dF in place
     W_o = output_weights(params)
-    grads = {"b": df.sum(axis=0)}                                  # db
+    grads = {"b": db}                                              # db = sum dF
     dW_o = grad_buffer(out, "E" if is_tied(params) else "W_o", W_o)
     xp.matmul(df.T, h, out=dW_o)                                   # dW_o = dF^T H
     de, grads["g"], grads["beta"] = layer_norm_backward(xp.matmul(df, W_o).reshape(T, B, d), lnf)
