@@ -344,7 +344,7 @@ class Optimizer:
 
         On the host with the host kernels (and no weight decay) the same choices are made block
         by block, in one pass over memory on every core (:func:`optim_host.update_blocked` with
-        ``row=k``): a block without a gradient is not even read.  The whole-array form below
+        ``row=k``): where a block's gradient is all zero, its w and state are not even read.  The whole-array form below
         serves the textbook tier, a GPU and weight decay.
         """
         xp = get_xp(w)

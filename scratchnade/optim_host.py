@@ -171,7 +171,7 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
     state = {k: a.reshape(-1) for k, a in state.items()}
 
-    few = []                                                    # lazy: (first row, rows) of sparse blocks
+    few = []                                                    # lazy: row indices in the sparse blocks
 
     def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
@@ -199,12 +199,13 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
 
 
 def _update_rows(update, w, g, state, tmp, moved, flush, row):
-    """The lazy rule on one block (flat views): only the rows where `moved` (r,) is True; the
-    others keep w and the state bit for bit.  No row moved: nothing to do, not even a read of w.
+    """The lazy rule on flat views of one block or of a whole array: only the rows where `moved`
+    (r,) is True; the others keep w and the state bit for bit.  No row moved: nothing to do.
 
     Each moved row sees exactly the operations of the dense rule, so it gets the dense rule's
     bits (the rule is elementwise).  Few moved rows (a one-hot input's weights: a row or two per
-    block) are gathered into small arrays, updated and written back; more than half of them
+    block; :func:`update_blocked` collects those of every such block and calls this once on the
+    whole array) are gathered into small arrays, updated and written back; more than half of them
     (cheaper than gathering) take the dense rule on the whole block, and the idle rows get their
     saved w and state back.
     """

@@ -157,7 +157,9 @@ def copy_transposed_(dst, src):
     if type(dst) is not _ndarray or dst.nbytes < 2 * BLOCK_BYTES:
         dst[...] = src.T
         return dst
-    step = max(1, BLOCK_BYTES // (m * dst.itemsize))
-    for_each_block(lambda j: dst.__setitem__((slice(None), j), src[j].T),
-                   [slice(i, min(i + step, n)) for i in range(0, n, step)])
+    step = max(1, BLOCK_BYTES // (m * dst.itemsize))       # columns of dst per block
+
+    def copy(cols):
+        dst[:, cols] = src[cols].T
+    for_each_block(copy, [slice(i, min(i + step, n)) for i in range(0, n, step)])
     return dst
