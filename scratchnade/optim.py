@@ -527,7 +527,7 @@ class Adam(Optimizer):
     m and v stay as they are, as in torch.optim.SparseAdam.  Dense Adam would still decay the
     row's moments and move w along the old momentum.  So lazy Adam is a different optimizer, not
     a faster route to the same numbers; it pays where most rows get no gradient (the order-p
-    NADE's V: 256 of 33,278 rows per position at B = 32).  Rows that do get a gradient are
+    NADE's V: at most 32 of 33,278 rows per position at B = 32).  Rows that do get a gradient are
     updated exactly as dense Adam would update them from the same state at the same step t.
     """
     state_names = ("m", "v")
