@@ -15,6 +15,7 @@ def test_the_thread_timeout_is_a_default_that_the_environment_overrides(monkeypa
 
 
 def test_a_thread_count_sets_every_blas_variable_and_none_leaves_them(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)     # restored afterwards, as the others
     for var in blas_env.THREAD_VARIABLES:
         monkeypatch.setenv(var, "7")
     blas_env.prepare_blas(None)
