@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scratchnade.blas_env import THREAD_TIMEOUT
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["rnn", "rnn-tied", "nade-8", "nade-mnist"]
 
@@ -90,7 +92,7 @@ def child(args):
 def run_child(tree, args, extra_env=()):
     env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")               # as the package's entry points set it
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT)    # as the package's entry points set it
     env.update(setting.split("=", 1) for setting in extra_env)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--steps", str(args.steps),
            "--models", *args.models] + (["--data-dir", args.data_dir] if args.data_dir else [])

@@ -333,19 +333,15 @@ class Optimizer:
         """The rule on the rows of w (its last axis) whose gradient is not all zero; the other rows
         keep w and their state exactly as they are (``lazy=True``, see :class:`Adam`).
 
-        Shapes: w, g (..., k) C-contiguous, seen as R = w.size / k rows of k.  The rows with a
-        gradient are gathered into small (r, k) arrays, updated by the same rule (either tier),
-        and written back, so their values are what the rule gives them at step t.
-
-        Where most rows have a gradient (a softmax output layer: all of them), gathering them
-        would cost more than the dense step: with more than half of them, the dense step runs and
-        the rows without a gradient (none at all for a softmax layer: lazy IS the dense step
-        there) get their saved w and state back -- the same bits, the rule being elementwise.
+        Shapes: w, g (..., k) C-contiguous, seen as R = w.size / k rows of k.  Few rows with a
+        gradient are gathered, updated by the same rule (either tier) and written back; with most
+        rows, the dense step runs and the idle rows get their saved w and state back
+        (:func:`optim_host.update_rows`): the same bits, the rule being elementwise.
 
         On the host with the host kernels (and no weight decay) the same choices are made block
         by block, in one pass over memory on every core (:func:`optim_host.update_blocked` with
-        ``row=k``): where a block's gradient is all zero, its w and state are not even read.  The whole-array form below
-        serves the textbook tier, a GPU and weight decay.
+        ``row=k``): where a block's gradient is all zero, its w and state are not even read.
+        The whole-array form serves the textbook tier, a GPU and weight decay.
         """
         xp = get_xp(w)
         if not (w.flags.c_contiguous and g.flags.c_contiguous):
@@ -358,34 +354,19 @@ class Optimizer:
             optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad, w, g, state,
                                       self._buffer(w, "tmp"), self._flush_thresholds(w), row=k)
             return
-        w2, g2 = w.reshape(-1, k), g.reshape(-1, k)                  # (R, k) views
-        moved = optim_host.rows_with_gradient(g2)                     # (R,) bool: rows with a gradient
-        rows = xp.flatnonzero(moved)
-        if rows.size == 0:
-            return
-        if 2 * rows.size > moved.size:                                # most rows: dense, then put back
-            idle = xp.flatnonzero(~moved)                             # the rows without a gradient
-            kept = {s: a.reshape(-1, k)[idle] for s, a in state.items()}
-            w_idle = w2[idle]
-            self._dense_step(w, g, state)
-            w2[idle] = w_idle
-            for s, a in state.items():
-                a.reshape(-1, k)[idle] = kept[s]
-            return
-        sub = {s: a.reshape(-1, k)[rows] for s, a in state.items()}  # (r, k) gathered copies
-        w_r, g_r = w2[rows], g2[rows]
-        if self.weight_decay:
-            g_r = g_r + self.weight_decay * w_r                       # classic L2, on these rows
-        if self.host_kernels:
-            self._fast_update(w_r, g_r, sub, xp.empty_like(w_r))
-            if xp is np:
-                for s, threshold in self._flush_thresholds(w).items():
-                    optim_host.flush_subnormals_(sub[s], threshold)
-        else:
-            self._update(w_r, g_r, sub)
-        w2[rows] = w_r                                               # scatter back: w and the state
-        for s, a in state.items():
-            a.reshape(-1, k)[rows] = sub[s]
+        moved = optim_host.rows_with_gradient(g.reshape(-1, k))      # (R,) bool: rows with a gradient
+
+        def sparse(w_r, g_r, sub):                                    # the rule on the gathered rows
+            if self.weight_decay:
+                g_r = g_r + self.weight_decay * w_r                   # classic L2, on these rows
+            if self.host_kernels:
+                self._fast_update(w_r, g_r, sub, xp.empty_like(w_r))
+                if xp is np:
+                    for s, threshold in self._flush_thresholds(w).items():
+                        optim_host.flush_subnormals_(sub[s], threshold)
+            else:
+                self._update(w_r, g_r, sub)
+        optim_host.update_rows(self._dense_step, sparse, w, g, state, moved, k)
 
     def _flush_thresholds(self, w):
         """{state name: threshold} to flush at this step (see optim_host.flush_subnormals_), or {}."""

@@ -134,7 +134,7 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     update(w, g, state, tmp) and update_zero_grad(w, state, tmp) are the rule (state: {name:
     array}); flush: {state name: threshold} to flush after this step (see :func:`flush_subnormals_`).
     row: lazy rows (``Adam(lazy=True)``), the length k of w's rows (its last axis): a row of g that
-    is all +0.0 leaves w and the state untouched (see :func:`_update_rows`); blocks are then whole
+    is all +0.0 leaves w and the state untouched (see :func:`update_rows`); blocks are then whole
     rows.  w, g, tmp and the state must be C-contiguous for it.
 
     Why blocks.  An update rule is a dozen elementwise passes.  Over a (p, V, H) = 68M-float NADE
@@ -158,77 +158,76 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     (:func:`scratchnade.parallel.for_each_block`), with the same bits for any thread count.
     """
     flush = flush or {}
+
+    def rule(w, g, state, tmp):                                 # the update (g None: g = 0), then the flush
+        update(w, g, state, tmp) if g is not None else update_zero_grad(w, state, tmp)
+        for k, threshold in flush.items():                      # while the block is in cache
+            flush_subnormals_(state[k], threshold, tmp)
+
+    def rows_rule(w, g, state, tmp, moved):                     # lazy: the rows where moved
+        update_rows(lambda *a: rule(*a, tmp), lambda *a: rule(*a, tmp.reshape(-1, row)[:len(a[0])]),
+                    w, g, state, moved, row)
+
     blocks = _blocks(w, g, tmp, *state.values(), row=row)
     if blocks is None and row:                                  # a small array: one block of rows
         if not all(a.flags.c_contiguous for a in (w, g, tmp, *state.values())):
             raise ValueError("lazy rows need C-contiguous w, g, scratch and state arrays")
         blocks = [slice(0, w.size)]
     if blocks is None:                                          # small or strided arrays
-        update(w, g, state, tmp)
-        for k, threshold in flush.items():
-            flush_subnormals_(state[k], threshold, tmp)
+        rule(w, g, state, tmp)
         return
     w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
     state = {k: a.reshape(-1) for k, a in state.items()}
-
     few = []                                                    # lazy: row indices in the sparse blocks
 
     def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
         if row:                                                 # lazy: the rows with a gradient only
             moved = rows_with_gradient(g[b].reshape(-1, row))   # g's block, read into the cache
-            if not moved.all():
-                rows = np.flatnonzero(moved)
-                if 2 * rows.size > moved.size:                  # most rows: here, dense and put back
-                    _update_rows(update, w[b], g[b], block_state, tmp[b], moved, flush, row)
-                elif rows.size:                                 # a few: all blocks' together, below
-                    few.append(b.start // row + rows)
+            n = int(np.count_nonzero(moved))
+            if n < moved.size:                                  # some rows stay as they are
+                if 2 * n > moved.size:                          # most rows move: here, dense and put back
+                    rows_rule(w[b], g[b], block_state, tmp[b], moved)
+                elif n:                                         # a few: all blocks' together, below
+                    few.append(b.start // row + np.flatnonzero(moved))
                 return
-        if _all_zero(g[b]):                                     # a one-hot input's untouched rows
-            update_zero_grad(w[b], block_state, tmp[b])
-        else:
-            update(w[b], g[b], block_state, tmp[b])
-        for k, threshold in flush.items():                      # while the block is in cache
-            flush_subnormals_(block_state[k], threshold, tmp[b])
+        zero = _all_zero(g[b])                                  # a one-hot input's untouched rows
+        rule(w[b], None if zero else g[b], block_state, tmp[b])
     for_each_block(update_block, blocks)                        # the blocks on every core
     if few:                                                     # one gather of the sparse blocks' rows
-        rows = np.concatenate(few)
         moved = np.zeros(w.size // row, dtype=bool)
-        moved[rows] = True
-        _update_rows(update, w, g, state, tmp, moved, flush, row)
+        moved[np.concatenate(few)] = True
+        rows_rule(w, g, state, tmp, moved)
 
 
-def _update_rows(update, w, g, state, tmp, moved, flush, row):
-    """The lazy rule on flat views of one block or of a whole array: only the rows where `moved`
-    (r,) is True; the others keep w and the state bit for bit.  No row moved: nothing to do.
+def update_rows(dense, sparse, w, g, state, moved, row):
+    """The lazy rule: only the rows of w (R, row) where `moved` (R,) is True; the others keep w
+    and the state bit for bit.  No row moved: nothing to do.  Any device, any tier.
 
-    Each moved row sees exactly the operations of the dense rule, so it gets the dense rule's
-    bits (the rule is elementwise).  Few moved rows (a one-hot input's weights: a row or two per
-    block; :func:`update_blocked` collects those of every such block and calls this once on the
-    whole array) are gathered into small arrays, updated and written back; more than half of them
-    (cheaper than gathering) take the dense rule on the whole block, and the idle rows get their
-    saved w and state back.
+    dense(w, g, state) runs the rule on the whole arrays, sparse(w_r, g_r, sub) on gathered
+    (r, row) copies; both in place.  Each moved row sees exactly the operations of the dense
+    rule, so it gets the dense rule's bits (the rule is elementwise).  Few moved rows (a one-hot
+    input's weights) are gathered into small arrays, updated and written back; more than half of
+    them (cheaper than gathering) take the dense rule, and the idle rows get their saved w and
+    state back (a softmax output layer has no idle rows: there lazy IS the dense step).
     """
-    rows = np.flatnonzero(moved)
+    xp = get_xp(w)
+    rows = xp.flatnonzero(moved)
     if rows.size == 0:
         return
-    w2, g2, tmp2 = w.reshape(-1, row), g.reshape(-1, row), tmp.reshape(-1, row)
+    w2, g2 = w.reshape(-1, row), g.reshape(-1, row)
     state2 = {k: a.reshape(-1, row) for k, a in state.items()}
     if 2 * rows.size > moved.size:                              # most rows: dense, then put back
-        idle = np.flatnonzero(~moved)
+        idle = xp.flatnonzero(~moved)
         kept, w_idle = {k: a[idle] for k, a in state2.items()}, w2[idle]
-        update(w, g, state, tmp)
-        for k, threshold in flush.items():
-            flush_subnormals_(state[k], threshold, tmp)
+        dense(w, g, state)
         w2[idle] = w_idle
         for k, a in state2.items():
             a[idle] = kept[k]
         return
-    sub = {k: a[rows] for k, a in state2.items()}               # (r, k) gathered copies
+    sub = {k: a[rows] for k, a in state2.items()}               # (r, row) gathered copies
     w_r = w2[rows]
-    update(w_r, g2[rows], sub, tmp2[:rows.size])
-    for k, threshold in flush.items():
-        flush_subnormals_(sub[k], threshold, tmp2[:rows.size])
+    sparse(w_r, g2[rows], sub)
     w2[rows] = w_r                                              # scatter back: w and the state
     for k, a in state2.items():
         a[rows] = sub[k]
