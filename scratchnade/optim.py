@@ -140,11 +140,19 @@ def clip_grad_norm(grads, max_norm):
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     total = grad_norm(grads)
-    if total > max_norm:
-        scale = max_norm / total
+    scale = clip_scale(total, max_norm)
+    if scale is not None:
         for g in grads.values():
             g *= scale
     return total
+
+
+def clip_scale(total, max_norm):
+    """The factor max_norm / total that clipping multiplies every gradient by, or None when
+    there is nothing to clip (max_norm None, or total <= max_norm)."""
+    if max_norm is None or not total > max_norm:
+        return None
+    return max_norm / total
 
 
 def linear_anneal(progress, start=0.0):
@@ -288,36 +296,46 @@ class Optimizer:
 
     # --- one step -------------------------------------------------------------
     def step(self, params, grads):
-        """Update every array of `params` in place from `grads` (same keys and shapes)."""
+        """Update every array of `params` in place from `grads` (same keys and shapes).
+
+        With ``clip``, `grads` end scaled in place exactly as :func:`clip_grad_norm` scales them;
+        on the host the scaling happens block by block inside the update's pass (see
+        :func:`optim_host.update_blocked`), which saves a pass over memory, with the same bits.
+        """
         self.check_hyper(f" step {self.t + 1}")
         check_match(params, grads)
         if self._host_state:
             self._place_state(params)
-        if self.clip is not None:          # also checks for NaN/inf before anything moves
-            self.last_grad_norm = clip_grad_norm(grads, self.clip)
-        else:
-            self.last_grad_norm = grad_norm(grads)
+        self.last_grad_norm = grad_norm(grads)          # also refuses NaN/inf before anything moves
+        scale = clip_scale(self.last_grad_norm, self.clip)
         self.t += 1
         for name, w in params.items():
             g, state = grads[name], self._state(name, w)
             if getattr(self, "lazy", False) and w.ndim >= 2:
-                self._lazy_step(name, w, g, state)
+                self._lazy_step(name, w, g, state, scale)
             else:
-                self._dense_step(w, g, state)
+                self._dense_step(w, g, state, scale)
 
-    def _dense_step(self, w, g, state):
-        """The rule on the whole array w, through the host kernels or the textbook tier."""
+    def _dense_step(self, w, g, state, scale=None):
+        """The rule on the whole array w, through the host kernels or the textbook tier.
+        scale: the clip factor g is multiplied by in place first (None: no clipping)."""
         if self.host_kernels:
-            self._fast_step(w, g, state)
+            self._fast_step(w, g, state, scale)
         else:
+            if scale is not None:
+                g *= scale                             # clip_grad_norm's scaling
             if self.weight_decay:
                 g = g + self.weight_decay * w          # classic L2
             self._update(w, g, state)
 
-    def _fast_step(self, w, g, state):
+    def _fast_step(self, w, g, state, scale=None):
         """The step through :mod:`scratchnade.optim_host`: scratch buffers instead of temporaries,
-        blocks, zero-gradient blocks and the subnormal flush on the host; whole arrays elsewhere."""
+        blocks, zero-gradient blocks, the clip scale and the subnormal flush on the host; whole
+        arrays elsewhere."""
         xp = get_xp(w)
+        if scale is not None and (xp is not np or self.weight_decay):
+            g *= scale                         # whole array; the host's blocks scale in their pass
+            scale = None
         if self.weight_decay:
             decayed = xp.multiply(w, self.weight_decay, out=self._buffer(w, "decay"))
             decayed += g                   # wd * w + g: classic L2, the same bits as the textbook
@@ -325,11 +343,11 @@ class Optimizer:
         tmp = self._buffer(w, "tmp")
         if xp is np:
             optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad,
-                                      w, g, state, tmp, self._flush_thresholds(w))
+                                      w, g, state, tmp, self._flush_thresholds(w), scale=scale)
         else:                              # a GPU: a block would only add kernel launches
             self._fast_update(w, g, state, tmp)
 
-    def _lazy_step(self, name, w, g, state):
+    def _lazy_step(self, name, w, g, state, scale=None):
         """The rule on the rows of w (its last axis) whose gradient is not all zero; the other rows
         keep w and their state exactly as they are (``lazy=True``, see :class:`Adam`).
 
@@ -342,6 +360,7 @@ class Optimizer:
         by block, in one pass over memory on every core (:func:`optim_host.update_blocked` with
         ``row=k``): where a block's gradient is all zero, its w and state are not even read.
         The whole-array form serves the textbook tier, a GPU and weight decay.
+        scale: the clip factor, applied to g in place first (None: no clipping).
         """
         xp = get_xp(w)
         if not (w.flags.c_contiguous and g.flags.c_contiguous):
@@ -352,8 +371,11 @@ class Optimizer:
         k = w.shape[-1]
         if self.host_kernels and xp is np and not self.weight_decay:   # the host: block by block
             optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad, w, g, state,
-                                      self._buffer(w, "tmp"), self._flush_thresholds(w), row=k)
+                                      self._buffer(w, "tmp"), self._flush_thresholds(w), row=k,
+                                      scale=scale)
             return
+        if scale is not None:
+            g *= scale                                                # clip_grad_norm's scaling
         moved = optim_host.rows_with_gradient(g.reshape(-1, k))      # (R,) bool: rows with a gradient
 
         def sparse(w_r, g_r, sub):                                    # the rule on the gathered rows

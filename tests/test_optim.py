@@ -145,6 +145,45 @@ def test_optimizer_clip_scales_the_step_and_records_the_norm():
         clip_grad_norm({"w": np.ones(2)}, 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda **k: SGD(0.1, **k), lambda **k: Nesterov(0.05, **k),
+                                  lambda **k: Adam(1e-3, **k), lambda **k: Adam(1e-3, lazy=True, **k),
+                                  lambda **k: Adam(1e-3, weight_decay=0.01, **k)])
+def test_clipping_inside_the_host_pass_gives_the_bits_of_clip_grad_norm_then_the_step(make, dtype):
+    """On the host the clip scale is applied block by block inside the update's pass.  Over steps
+    that clip and steps that do not: the same params, state and (scaled in place) gradients, bit
+    for bit, as clip_grad_norm on every array followed by the unclipped step; for blocked arrays
+    with a zero block, rows whose tiny entries underflow to zero when scaled, a strided array and
+    a small one."""
+    block = optim_host.BLOCK_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(1)
+    w0 = {"big": rng.standard_normal((3 * block + 64) // 16 * 16).astype(dtype).reshape(-1, 16),
+          "strided": rng.standard_normal((block // 8, 20)).astype(dtype).T,
+          "small": rng.standard_normal((3, 4)).astype(dtype)}
+    clipped, plain = make(clip=2.0), make()
+    got, want = ({k: v.copy() for k, v in w0.items()} for _ in range(2))
+    for t in range(6):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in w0.items()}
+        flat = grads["big"].reshape(-1)
+        flat[block:2 * block] = 0.0                                   # a zero block
+        flat[2 * block:2 * block + 64] = np.finfo(dtype).smallest_subnormal   # underflow when scaled
+        if t == 3:
+            for g in grads.values():
+                g *= 1e-3                                             # a step below the clip
+        g_got, g_want = ({k: g.copy() for k, g in grads.items()} for _ in range(2))
+        clipped.step(got, g_got)
+        norm = clip_grad_norm(g_want, 2.0)
+        plain.step(want, g_want)
+        assert clipped.last_grad_norm == norm
+        for k in w0:
+            assert got[k].tobytes() == want[k].tobytes(), k
+            assert g_got[k].tobytes() == g_want[k].tobytes(), k
+    assert optim_host._blocks(got["big"], got["big"]) is not None          # really blocked
+    for name, st_ in clipped.state.items():
+        for s, a in st_.items():
+            assert a.tobytes() == plain.state[name][s].tobytes(), f"{s}/{name}"
+
+
 def test_grad_norm_of_huge_float32_gradients_does_not_overflow():
     g = {"W": np.full(100, 1e30, dtype=np.float32)}               # g^2 overflows float32
     assert grad_norm(g) == pytest.approx(1e31, rel=1e-6)
@@ -361,7 +400,7 @@ def test_host_kernels_is_the_switch_between_the_tiers(monkeypatch):
     rules of optim, which give the same step (Adam to a few ulps)."""
     calls = []
     real = optim_host.update_blocked
-    monkeypatch.setattr(optim_host, "update_blocked", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(optim_host, "update_blocked", lambda *a, **k: calls.append(1) or real(*a, **k))
     for make in (lambda: SGD(0.1), lambda: Nesterov(0.1), lambda: Adam(0.1)):
         params = {"w": np.array(W0)}
         assert make().host_kernels is True                                # the default
