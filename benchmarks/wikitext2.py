@@ -238,6 +238,8 @@ def our_step_fn(model, lr, clip):
     opt = SGD(lr=lr, clip=clip) if args.optimizer == "sgd" else Adam(lr=lr, eps=args.eps, clip=clip,
                                                                       lazy=args.lazy_adam)
 
+    model.compact_grads = True                                   # as the training loop sets it
+
     def step(x):
         loss, grads = model.loss_and_grads(x)
         opt.step(model.params, grads)

@@ -43,6 +43,7 @@ import numbers
 import numpy as np
 
 from . import optim_host
+from .compact import RowGrad, is_compact
 from .backend import asnumpy, device_of, get_xp, to_device
 
 
@@ -107,7 +108,15 @@ def check_match(params, grads):
 
 
 def _sum_squares(g, name):
-    """sum(g^2) as a Python float; ValueError naming `name` if g holds NaN or inf."""
+    """sum(g^2) as a Python float; ValueError naming `name` if g holds NaN or inf.
+    g: an array or a compact gradient (:mod:`scratchnade.compact`, its own small sum)."""
+    if is_compact(g):
+        sq = g.sum_squares()
+        if np.isfinite(sq):
+            return sq
+        if not g.finite():
+            raise ValueError(f"gradient of {name!r} contains NaN or inf")
+        return _sum_squares(g.toarray(), name)          # finite, but its squares overflow
     xp = get_xp(g)
     flat = g.ravel()
     with np.errstate(over="ignore", invalid="ignore"):   # NumPy only; inf is handled below
@@ -271,6 +280,7 @@ class Optimizer:
     state_names = ()
     hyper_names = ()
     host_kernels = True      # False: the textbook rules of this module (see the class docstring)
+    takes_compact_grads = True   # step() accepts the compact gradients of scratchnade.compact
     flush_every = 8          # host steps between subnormal flushes of decaying state (None: never)
 
     def __init__(self, lr, weight_decay=0.0, clip=None):
@@ -311,7 +321,11 @@ class Optimizer:
         self.t += 1
         for name, w in params.items():
             g, state = grads[name], self._state(name, w)
-            if getattr(self, "lazy", False) and w.ndim >= 2:
+            if is_compact(g):
+                if scale is not None:
+                    g *= scale                     # a few numbers: its rows, or its product's factor
+                self._compact_step(name, w, g, state)
+            elif getattr(self, "lazy", False) and w.ndim >= 2:
                 self._lazy_step(name, w, g, state, scale)
             else:
                 self._dense_step(w, g, state, scale)
@@ -377,18 +391,54 @@ class Optimizer:
         if scale is not None:
             g *= scale                                                # clip_grad_norm's scaling
         moved = optim_host.rows_with_gradient(g.reshape(-1, k))      # (R,) bool: rows with a gradient
+        optim_host.update_rows(self._dense_step, self._rows_rule(w), w, g, state, moved, k)
 
-        def sparse(w_r, g_r, sub):                                    # the rule on the gathered rows
+    def _rows_rule(self, w):
+        """rule(w_r, g_r, sub): this step's rule, in place, on rows gathered from w (either tier,
+        weight decay and the flush included): the lazy step's rule for few rows."""
+        xp = get_xp(w)
+        flush = self._flush_thresholds(w) if self.host_kernels and xp is np else {}
+
+        def rule(w_r, g_r, sub):
             if self.weight_decay:
                 g_r = g_r + self.weight_decay * w_r                   # classic L2, on these rows
             if self.host_kernels:
                 self._fast_update(w_r, g_r, sub, xp.empty_like(w_r))
-                if xp is np:
-                    for s, threshold in self._flush_thresholds(w).items():
-                        optim_host.flush_subnormals_(sub[s], threshold)
+                for s, threshold in flush.items():
+                    optim_host.flush_subnormals_(sub[s], threshold)
             else:
                 self._update(w_r, g_r, sub)
-        optim_host.update_rows(self._dense_step, sparse, w, g, state, moved, k)
+        return rule
+
+    def _compact_step(self, name, w, g, state):
+        """The step with a compact gradient (:mod:`scratchnade.compact`, clipping already applied):
+        the update ``g.toarray()`` would get, without writing g out where that can be avoided.
+
+        - lazy Adam and a RowGrad (a one-hot input's weights): the rule runs on its rows only,
+          gathered, updated and written back; no pass over the (R, k) array at all;
+        - otherwise on the host with the host kernels: its blocks are written out inside the
+          blocked pass, each just before its update (:func:`optim_host.update_blocked`);
+        - otherwise (a GPU, the textbook tier, weight decay): written out into a reused buffer,
+          then the ordinary step.
+        """
+        xp = get_xp(w)
+        lazy = getattr(self, "lazy", False) and w.ndim >= 2
+        host = self.host_kernels and xp is np and not self.weight_decay
+        if host and lazy and isinstance(g, RowGrad):
+            moved = optim_host.rows_with_gradient(g.values)       # rows whose values are all +0.0 stay
+            optim_host.update_gathered(self._rows_rule(w), w, state, g.rows[moved], g.values[moved],
+                                       w.shape[-1])
+            return
+        if host and w.flags.c_contiguous:
+            optim_host.update_blocked(self._fast_update, self._fast_update_zero_grad, w, g, state,
+                                      self._buffer(w, "tmp"), self._flush_thresholds(w),
+                                      row=w.shape[-1] if lazy else None)
+            return
+        dense = g.toarray(out=self._buffer(w, "dense"))
+        if lazy:
+            self._lazy_step(name, w, dense, state)
+        else:
+            self._dense_step(w, dense, state)
 
     def _flush_thresholds(self, w):
         """{state name: threshold} to flush at this step (see optim_host.flush_subnormals_), or {}."""

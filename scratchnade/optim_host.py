@@ -21,8 +21,12 @@ m and v are computed as in the textbook and do agree bit for bit.
 """
 import numpy as np
 
+import threading
+from contextlib import nullcontext
+
 from .backend import get_xp
-from .parallel import for_each_block
+from .compact import is_compact
+from .parallel import blas_one_thread, for_each_block, threads
 
 BLOCK_BYTES = 1 << 20    # host updates run over 1 MB blocks of each array (see update_blocked: why blocks)
 
@@ -135,6 +139,9 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     array}); flush: {state name: threshold} to flush after this step (see :func:`flush_subnormals_`).
     scale: gradient clipping's factor (None: none); g is multiplied by it in place, each block
     just before its update, as if ``g *= scale`` had run first.
+    g may be compact (:mod:`scratchnade.compact`; an output layer's dW_s = dG_s^T h_s, or a one-hot
+    input's rows): each block of its rows is then written into a per-thread scratch block just
+    before its update, by a small matmul for an OuterGrad (see "Why products" below).
     row: lazy rows (``Adam(lazy=True)``), the length k of w's rows (its last axis): a row of g that
     is all +0.0 leaves w and the state untouched (see :func:`update_rows`); blocks are then whole
     rows.  w, g, tmp and the state must be C-contiguous for it.
@@ -158,6 +165,11 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     (a separate pass reads and writes all of g once more: 24 ms a step on the order-p NADE's 544 MB
     of gradients).  A block whose g is all zero stays zero when scaled, so it is not written.
 
+    Why products.  Written out, the order-p NADE's dW is 272 MB that the backward pass writes and
+    the update reads back.  Made block by block inside the update, each block of dW goes from
+    the matmul to the rule through the cache.  The matmuls then run on the pool's threads, BLAS
+    on one thread in each (:func:`scratchnade.parallel.blas_one_thread`).
+
     Why threads.  The blocks are independent, so they run on every core
     (:func:`scratchnade.parallel.for_each_block`), with the same bits for any thread count.
     """
@@ -172,7 +184,15 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
         update_rows(lambda *a: rule(*a, tmp), lambda *a: rule(*a, tmp.reshape(-1, row)[:len(a[0])]),
                     w, g, state, moved, row)
 
-    blocks = _blocks(w, g, tmp, *state.values(), row=row)
+    compact = is_compact(g)
+    k_row = w.shape[-1] if compact else None                    # compact: g's row length
+    if compact:                                                 # blocks of whole rows of g
+        blocks = _blocks(w, tmp, *state.values(), row=k_row)
+        if blocks is None:                                      # small or strided: write it out
+            g = g.toarray()
+            compact = False
+    else:
+        blocks = _blocks(w, g, tmp, *state.values(), row=row)
     if blocks is None and row:                                  # a small array: one block of rows
         if not all(a.flags.c_contiguous for a in (w, g, tmp, *state.values())):
             raise ValueError("lazy rows need C-contiguous w, g, scratch and state arrays")
@@ -182,29 +202,42 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
             g *= scale
         rule(w, g, state, tmp)
         return
-    w, g, tmp = w.reshape(-1), g.reshape(-1), tmp.reshape(-1)   # views: all C-contiguous
+    w, tmp = w.reshape(-1), tmp.reshape(-1)                     # views: all C-contiguous
+    g = g if compact else g.reshape(-1)
     state = {k: a.reshape(-1) for k, a in state.items()}
     few = []                                                    # lazy: row indices in the sparse blocks
+    scratch = threading.local()                                 # compact: each thread's block of g
+
+    def grad_block(b):                                          # g's block b (written out, for compact)
+        if not compact:
+            return g[b]
+        size = b.stop - b.start
+        buf = getattr(scratch, "buf", None)
+        if buf is None or buf.size < size:
+            buf = scratch.buf = np.empty(size, dtype=w.dtype)
+        return g.rows_into(b.start // k_row, b.stop // k_row, buf[:size].reshape(-1, k_row)).reshape(-1)
 
     def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
-        zero = _all_zero(g[b])                                  # a one-hot input's untouched rows
+        gb = grad_block(b)
+        zero = _all_zero(gb)                                    # a one-hot input's untouched rows
         if scale is not None and not zero:
-            g[b] *= scale                                       # clipping, while the block is in cache
+            gb *= scale                                         # clipping, while the block is in cache
         if row:                                                 # lazy: the rows with a gradient only
             if zero:
                 return
-            moved = rows_with_gradient(g[b].reshape(-1, row))
+            moved = rows_with_gradient(gb.reshape(-1, row))
             n = int(np.count_nonzero(moved))
             if n < moved.size:                                  # some rows stay as they are
-                if 2 * n > moved.size:                          # most rows move: here, dense and put back
-                    rows_rule(w[b], g[b], block_state, tmp[b], moved)
+                if 2 * n > moved.size or compact:               # here: dense and put back
+                    rows_rule(w[b], gb, block_state, tmp[b], moved)
                 else:                                           # a few: all blocks' together, below
                     few.append(b.start // row + np.flatnonzero(moved))
                 return
             zero = False
-        rule(w[b], None if zero else g[b], block_state, tmp[b])
-    for_each_block(update_block, blocks)                        # the blocks on every core
+        rule(w[b], None if zero else gb, block_state, tmp[b])
+    with blas_one_thread() if compact and threads() > 1 else nullcontext():   # an OuterGrad's matmuls
+        for_each_block(update_block, blocks)                    # the blocks on every core
     if few:                                                     # one gather of the sparse blocks' rows
         moved = np.zeros(w.size // row, dtype=bool)
         moved[np.concatenate(few)] = True
@@ -236,9 +269,17 @@ def update_rows(dense, sparse, w, g, state, moved, row):
         for k, a in state2.items():
             a[idle] = kept[k]
         return
+    update_gathered(sparse, w, state, rows, g2[rows], row)
+
+
+def update_gathered(sparse, w, state, rows, g_r, row):
+    """sparse(w_r, g_r, sub) on copies of the rows `rows` (r,) of w and the state (seen as rows of
+    length `row`), written back after.  g_r (r, row): those rows' gradient.  Any device."""
+    w2 = w.reshape(-1, row)
+    state2 = {k: a.reshape(-1, row) for k, a in state.items()}
     sub = {k: a[rows] for k, a in state2.items()}               # (r, row) gathered copies
     w_r = w2[rows]
-    sparse(w_r, g2[rows], sub)
+    sparse(w_r, g_r, sub)
     w2[rows] = w_r                                              # scatter back: w and the state
     for k, a in state2.items():
         a[rows] = sub[k]

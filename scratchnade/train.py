@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from tqdm.auto import tqdm
 
 from .backend import asnumpy, get_xp
-from .models.base import buffers_reused, mode  # mode re-exported: train.mode was its old home
+from .models.base import buffers_reused, compact_grads_for, mode  # mode re-exported: train.mode was its old home
 from .models.gaussian_ar import NonStationaryError
 
 DOMAIN_ERRORS = (NonStationaryError,)   # a model's "this update left my parameters' domain"
@@ -264,7 +264,8 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
         earlier calls; its factor wins over `diverge_factor`); it is updated in place
 
     While it trains, ``model.reuse_buffers`` is on (each gradient is applied before the next
-    ``loss_and_grads`` call, so the model may hand out buffers it overwrites next step).
+    ``loss_and_grads`` call, so the model may hand out buffers it overwrites next step), and so
+    is ``model.compact_grads`` when the optimizer takes compact gradients (scratchnade.compact).
 
     A NaN or infinite training loss, one over the :class:`Divergence` limit, or a model's domain
     error (:data:`DOMAIN_ERRORS`, e.g. a Gaussian AR step out of the stationary region) raises
@@ -303,7 +304,7 @@ def fit(model, train_batches, valid_batches, optimizer, epochs=10, patience=None
             if hasattr(model, "reset_state"):             # a state carried across batches ends with the epoch
                 model.reset_state()
             total = len(batches) if hasattr(batches, "__len__") else None
-            with mode(model, True), buffers_reused(model), \
+            with mode(model, True), buffers_reused(model), compact_grads_for(model, optimizer), \
                     tqdm(batches, desc=f"epoch {epoch}", unit="batch", total=total, disable=not progress) as bar:
                 for batch in bar:
                     if lr_schedule is not None:

@@ -1,7 +1,7 @@
 """The layer rule (DESIGN.md): backend, parallel (the thread pool, no package imports) <- functional <- models <- (train, sampling, data) <- cli.
 
 A model module imports only the shim, `functional`, the small shared-maths modules below the
-models (`exact`, `scheduled_sampling`) and other model modules -- never the trainer, the data
+models (`exact`, `scheduled_sampling`, `compact`) and other model modules -- never the trainer, the data
 loaders, the plots, tqdm or matplotlib, not even lazily inside a function.
 """
 import ast
@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "scratchnade"
 
 # What a module below the models may import from the package (relative names, one dot = its own level).
-BELOW_MODELS = {"backend", "parallel", "functional", "exact", "scheduled_sampling"}
+BELOW_MODELS = {"backend", "parallel", "functional", "exact", "scheduled_sampling", "compact"}
 
 
 def package_imports(path):

@@ -43,6 +43,13 @@ def buffers_reused(model):
     return _temporarily(model, "reuse_buffers", True)
 
 
+def compact_grads_for(model, optimizer):
+    """``with compact_grads_for(model, optimizer):`` runs the block with ``model.compact_grads =
+    True`` when the optimizer takes compact gradients (``optimizer.takes_compact_grads``, True for
+    those of scratchnade.optim; see scratchnade.compact), else as it is."""
+    return _temporarily(model, "compact_grads", bool(getattr(optimizer, "takes_compact_grads", False)))
+
+
 def init_pixel_bias(model, x):
     """Set model.params["b"] (D,) to the logit of each pixel's mean in binary data x (B, D),
     clipped to [1e-3, 1 - 1e-3]: b_d = log(m_d / (1 - m_d)).  The binary models' `init_bias`:
@@ -59,6 +66,8 @@ class Model:
     config: dict
     training = True        # dropout and similar train-time noise is on only when True
     reuse_buffers = False  # True: loss_and_grads returns gradient buffers the next call overwrites
+    compact_grads = False  # True: big gradients may come back compact (scratchnade.compact), for
+                           # scratchnade's optimizers; valid until the next loss_and_grads call
 
     def loss_and_grads(self, x):
         """Mean NLL of batch x and the gradient of every parameter (same keys as params)."""

@@ -31,6 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
+from ..compact import OuterGrad, row_grad
 from ..parallel import zero_
 from ..functional import (log_softmax, sigmoid, sigmoid_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
@@ -175,13 +176,16 @@ def forward(params, x, mask=None, out=None):
     return loss, SequenceNADECache(x, mask, h, ce, params)
 
 
-def backward(dloss, cache, out=None):
+def backward(dloss, cache, out=None, compact=False):
     """Gradients of every parameter: {W, V, c, b}, or {W, c, b} when tied, as
     :func:`reference_backward`.
 
     Overwrites the logits buffer in the cache (call once per forward).  out: optional dict
     of (p, d, H) buffers for "W" and "V" that receive dW and dV (reused across steps);
-    without it (out=None) every call returns new arrays.
+    without it (out=None) every call returns new arrays.  compact=True (untied only; for the
+    optimizers of scratchnade.optim): dW comes back as ``OuterGrad(dG, h)``, the products
+    dG_s^T h_s not yet made (dG lives in the logits buffer), and dV as ``RowGrad``, its rows
+    x_s only (:mod:`scratchnade.compact`; ``.toarray()`` gives the dense arrays' bits).
 
         df_t  = dloss/(T B) (softmax(f_t) - onehot(x_t))        (T, B, d)
         db_t  = sum_j df_t^j
@@ -210,9 +214,13 @@ def backward(dloss, cache, out=None):
     db = xp.zeros_like(b)
     db[:T] = df.sum(axis=1)                        # db_t
     dG = reverse_cumsum_(df)                      # dG_s = sum_{t>=s} df_t
-    dW = grad_buffer(out, "W", W)
-    xp.matmul(dG.transpose(0, 2, 1), h, out=dW[:T])   # dW_s = dG_s^T h_s
-    dW[T:] = 0.0
+    compact = compact and not is_tied(params)
+    if compact:
+        dW = OuterGrad(dG, h, W.shape)               # dW_s = dG_s^T h_s, made by the optimizer
+    else:
+        dW = grad_buffer(out, "W", W)
+        xp.matmul(dG.transpose(0, 2, 1), h, out=dW[:T])   # dW_s = dG_s^T h_s
+        dW[T:] = 0.0
     dhT = xp.matmul(W[:T].transpose(0, 2, 1), dG.transpose(0, 2, 1))   # dh_s^T = W_s^T dG_s^T  (T, H, B)
     da = sigmoid_backward(dhT.transpose(0, 2, 1), h)   # da_t = dh_t * h_t (1 - h_t)
     dc = xp.zeros_like(c)
@@ -224,6 +232,9 @@ def backward(dloss, cache, out=None):
     if mask is not None:
         de *= mask                                 # through the dropout
     grads = {"W": dW, "c": dc, "b": db}
+    if compact:                                    # dV's rows x_s only, repeated ids summed
+        grads["V"] = row_grad(flat_rows(x, d), de.reshape(T * B, H), params["V"].shape)
+        return grads
     if is_tied(params):
         dV = dW                                    # V_s = W_s^T: the input use adds to dW
     else:
@@ -253,7 +264,9 @@ class SequenceNADE(SequenceModel):
     ``model.reuse_buffers = True`` (the training loop, the benchmarks; W alone is p d H
     floats) dW and dV live in (p, d, H) buffers kept on the model that the NEXT call
     overwrites; an optimizer step in between is fine, and so is scaling them in place
-    (gradient clipping).  The logits always go into one buffer kept on the model.
+    (gradient clipping).  The logits always go into one buffer kept on the model.  With
+    ``model.compact_grads = True`` (the training loop's setting for scratchnade's optimizers)
+    an untied model returns dW and dV compact (:func:`backward`), valid until the next call.
     """
 
     def __init__(self, vocab_size, p=8, H=256, tied=False, dropout=0.0, seed=0, dtype=None,
@@ -290,7 +303,8 @@ class SequenceNADE(SequenceModel):
         T, B = x.shape
         f = self._buffer("f", (T, B, self.vocab_size))
         loss, cache = forward(self.params, x, self._dropout_mask((*x.shape, self.config["H"])), out=f)
-        return float(loss), backward(1.0, cache, out=self._grad_buffers(["W", "V"]))
+        return float(loss), backward(1.0, cache, out=self._grad_buffers(["W", "V"]),
+                                     compact=self.compact_grads)
 
 
 # ----------------------------------------------------------------------------- helpers
