@@ -46,7 +46,7 @@ class RowGrad:
 
     def finite(self):
         """True when no entry is NaN or inf."""
-        return bool(get_xp(self.values).isfinite(self.values).all())
+        return all_finite(self.values)
 
     def rows_into(self, start, stop, out):
         """Rows start..stop of the (R, k) view of G, written into out (stop - start, k) (host)."""
@@ -97,8 +97,7 @@ class OuterGrad:
 
     def finite(self):
         """True when the factors hold no NaN or inf (then neither does G, short of overflow)."""
-        xp = get_xp(self.A)
-        return bool(xp.isfinite(self.A).all()) and bool(xp.isfinite(self.Bh).all())
+        return all_finite(self.A) and all_finite(self.Bh)
 
     def rows_into(self, start, stop, out):
         """Rows start..stop of the (P d, k) view of G, written into out (stop - start, k)."""
@@ -138,6 +137,16 @@ def row_grad(ids, values, shape):
     summed = xp.zeros((rows.size, values.shape[1]), dtype=values.dtype)
     scatter_add(summed, where.reshape(-1), values)
     return RowGrad(rows, summed, shape)
+
+
+def all_finite(a):
+    """True when array a holds no NaN or inf.  A finite sum of squares (one dot product, no
+    temporary) settles it; only when that overflows are the entries looked at one by one."""
+    flat = a.ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(float(flat @ flat)):
+            return True
+    return bool(get_xp(a).isfinite(a).all())
 
 
 def is_compact(g):

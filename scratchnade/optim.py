@@ -138,6 +138,21 @@ def grad_norm(grads):
     return sum(_sum_squares(g, name) for name, g in grads.items()) ** 0.5
 
 
+def check_finite(grads):
+    """Raise ValueError naming the first parameter whose gradient holds NaN or inf.
+
+    An array's check is its sum of squares (one fast dot product, as :func:`grad_norm`); a
+    compact gradient checks its factors or rows (``finite()``), which is cheaper than its norm
+    (the order-p NADE's OuterGrad: ~2 ms against 12 ms for the Gram trick).
+    """
+    for name, g in grads.items():
+        if is_compact(g):
+            if not g.finite():
+                raise ValueError(f"gradient of {name!r} contains NaN or inf")
+        else:
+            _sum_squares(g, name)
+
+
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients in place so that their global norm is at most max_norm.
 
@@ -247,7 +262,8 @@ class Optimizer:
       their device), after checking that grads match params and contain no NaN/inf;
     - classic (coupled) L2 weight decay, ``weight_decay``: g <- g + weight_decay * w;
     - global gradient-norm clipping (``clip=max_norm``, see :func:`clip_grad_norm`), which
-      scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does;
+      scales `grads` in place, as ``torch.nn.utils.clip_grad_norm_`` does, and records the norm
+      before clipping in ``last_grad_norm`` (None without clipping: the norm is not computed);
     - ``lr``: a plain attribute, so a schedule can change it between steps (every hyperparameter
       is checked at construction and again at each step, so lr = NaN, inf or < 0 set by a
       schedule is refused before the step moves anything: see :func:`check_hyper`);
@@ -289,7 +305,7 @@ class Optimizer:
         self.clip = clip
         self.t = 0                         # number of steps taken
         self.state = {}                    # name -> {state name: array}
-        self.last_grad_norm = None         # global gradient norm before clipping
+        self.last_grad_norm = None         # global gradient norm before clipping (None: no clip)
         self._scratch = {}                 # (device, dtype, slot) -> flat buffer
         self._host_state = False           # True after load_state_dict without params
         if type(self).__init__ is Optimizer.__init__:  # subclasses with their own hyperparameters
@@ -316,7 +332,11 @@ class Optimizer:
         check_match(params, grads)
         if self._host_state:
             self._place_state(params)
-        self.last_grad_norm = grad_norm(grads)          # also refuses NaN/inf before anything moves
+        if self.clip is not None:
+            self.last_grad_norm = grad_norm(grads)      # also refuses NaN/inf before anything moves
+        else:
+            check_finite(grads)                         # the same refusal, without the norm
+            self.last_grad_norm = None
         scale = clip_scale(self.last_grad_norm, self.clip)
         self.t += 1
         for name, w in params.items():

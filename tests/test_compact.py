@@ -10,7 +10,7 @@ from scratchnade import optim_host, parallel
 from scratchnade.backend import scatter_add
 from scratchnade.compact import OuterGrad, RowGrad, is_compact, row_grad
 from scratchnade.models.sequence_nade import SequenceNADE, backward, forward
-from scratchnade.optim import SGD, Adam, Nesterov, grad_norm
+from scratchnade.optim import SGD, Adam, Nesterov, check_finite, grad_norm
 
 
 def dense(g):
@@ -183,22 +183,38 @@ def test_lazy_adam_with_a_row_grad_moves_only_its_rows_and_gives_their_dense_bit
         assert a.state["V"][s].tobytes() == b.state["V"][s].tobytes(), s
 
 
-def test_a_non_finite_compact_gradient_is_refused_by_name_before_anything_moves():
+@pytest.mark.parametrize("clip", [None, 1.0])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_compact_gradient_is_refused_by_name_before_anything_moves(clip, bad):
     rng = np.random.default_rng(0)
     for name in ("W", "V"):
         params, make_grads = compact_problem(rng, np.float64, d=50, k=4)
         g = make_grads()
-        (g[name].A if name == "W" else g[name].values)[0, 0] = np.nan
+        (g[name].A if name == "W" else g[name].values)[0, 1] = bad
         before = {k: v.copy() for k, v in params.items()}
         with pytest.raises(ValueError, match=f"gradient of '{name}' contains NaN or inf"):
-            Adam(1e-3, clip=1.0).step(params, g)
+            Adam(1e-3, clip=clip).step(params, g)
         for k in params:
             assert params[k].tobytes() == before[k].tobytes()
+
+
+def test_the_norm_is_recorded_when_clipping_and_not_computed_without():
+    rng = np.random.default_rng(0)
+    params, make_grads = compact_problem(rng, np.float64, d=50, k=4)
+    g = make_grads()
+    norm = grad_norm({k: dense(v) for k, v in g.items()})
+    opt = Adam(1e-3, clip=1e9)
+    opt.step(params, g)
+    assert opt.last_grad_norm == pytest.approx(norm, rel=1e-12)
+    opt.clip = None
+    opt.step(params, make_grads())
+    assert opt.last_grad_norm is None
 
 
 def test_the_norm_of_huge_compact_gradients_does_not_overflow():
     A, Bh = np.full((1, 2, 3), 1e15, np.float32), np.full((1, 2, 4), 1e15, np.float32)   # G: 2e30
     g = OuterGrad(A, Bh, (1, 3, 4))
+    check_finite({"W": g})                                            # its squares overflow: no error
     assert grad_norm({"W": g}) == pytest.approx(float(np.linalg.norm(g.toarray().astype(np.float64))), rel=1e-6)
 
 
