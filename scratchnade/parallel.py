@@ -180,25 +180,3 @@ def zero_(a):
     flat, step = a.reshape(-1), max(1, BLOCK_BYTES // a.itemsize)
     for_each_block(lambda b: flat[b].fill(0), [slice(i, i + step) for i in range(0, flat.size, step)])
     return a
-
-
-def copy_transposed_(dst, src):
-    """dst[...] = src.T for 2-D arrays, dst (m, n) C-contiguous and src (n, m) C-contiguous, in
-    column blocks of dst of ~BLOCK_BYTES on every core.  Returns dst.
-
-    A transposing copy reads one array along rows and writes the other along columns; NumPy's
-    single pass does it at a third of the speed of a plain copy.  In blocks of columns (each a run
-    of whole rows of src, in cache) on two threads it is ~3x faster (a (32, 33,278) float32 slab
-    x 8: 16 ms serial, 6 ms in 1 MB blocks of 8,192 columns on 2 threads).  Not the host, or
-    small: one copy.
-    """
-    m, n = dst.shape
-    if type(dst) is not _ndarray or dst.nbytes < 2 * BLOCK_BYTES:
-        dst[...] = src.T
-        return dst
-    step = max(1, BLOCK_BYTES // (m * dst.itemsize))       # columns of dst per block
-
-    def copy(cols):
-        dst[:, cols] = src[cols].T
-    for_each_block(copy, [slice(i, min(i + step, n)) for i in range(0, n, step)])
-    return dst

@@ -158,13 +158,23 @@ def test_running_sums_and_zeroing_have_the_serial_bits_on_two_threads():
     assert not with_threads(2, parallel.zero_, z).any()
 
 
-@pytest.mark.parametrize("shape", [(32, 33_278), (7, 90_001), (3, 5)])   # blocks, ragged blocks, small
-def test_the_blocked_transposing_copy_is_the_transpose_on_any_thread_count(shape):
-    src = np.random.default_rng(5).normal(size=shape[::-1]).astype(np.float32)    # (n, m)
+@pytest.mark.parametrize("T, B, d", [(4, 32, 33_278), (3, 7, 90_001), (2, 3, 5), (1, 4, 40_000)])   # blocks, ragged, small, T = 1
+def test_output_logits_on_the_host_is_matmul_running_sum_and_bias_on_any_thread_count(T, B, d):
+    """The host's order-p output layer (transposed copy, running sum and bias fused in column
+    blocks on the pool) gives the bits of the plain sequence: G_s = h_s W_s^T, cumsum, + b."""
+    from scratchnade.models.sequence import output_logits
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(T + 1, d, 3)).astype(np.float32)
+    b, h = rng.normal(size=(T + 1, d)).astype(np.float32), rng.normal(size=(T, B, 3)).astype(np.float32)
+    want = np.empty((T, B, d), np.float32)
+    for s in range(T):
+        want[s] = np.ascontiguousarray(np.matmul(W[s], h[s].T).T)     # the same matmul, transposed
+    for s in range(1, T):
+        want[s] += want[s - 1]
+    want += b[:T, None]
     for n in (1, 2):
-        dst = np.full(shape, np.nan, np.float32)
-        assert with_threads(n, parallel.copy_transposed_, dst, src) is dst
-        assert dst.tobytes() == np.ascontiguousarray(src.T).tobytes()
+        got = with_threads(n, output_logits, W, b, h, np.full((T, B, d), np.nan, np.float32))
+        assert got.tobytes() == want.tobytes(), n
 
 
 def test_the_order_p_nade_step_has_the_serial_bits_on_two_threads():
