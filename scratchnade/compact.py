@@ -49,9 +49,12 @@ class RowGrad:
         return all_finite(self.values)
 
     def rows_into(self, start, stop, out):
-        """Rows start..stop of the (R, k) view of G, written into out (stop - start, k) (host)."""
-        out[...] = 0
+        """Rows start..stop of the (R, k) view of G, written into out (stop - start, k) (host);
+        None, with out untouched, when none of them is held (they are all zero)."""
         a, b = np.searchsorted(self.rows, [start, stop])
+        if a == b:
+            return None
+        out[...] = 0
         out[self.rows[a:b] - start] = self.values[a:b]
         return out
 
@@ -100,8 +103,11 @@ class OuterGrad:
         return all_finite(self.A) and all_finite(self.Bh)
 
     def rows_into(self, start, stop, out):
-        """Rows start..stop of the (P d, k) view of G, written into out (stop - start, k)."""
+        """Rows start..stop of the (P d, k) view of G, written into out (stop - start, k) (host);
+        None, with out untouched, when they all lie in positions s >= T (all zero)."""
         T, _, d = self.A.shape
+        if start >= T * d:
+            return None
         i = start
         while i < stop:
             s, r = divmod(i, d)

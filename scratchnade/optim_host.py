@@ -208,19 +208,20 @@ def update_blocked(update, update_zero_grad, w, g, state, tmp, flush=None, row=N
     few = []                                                    # lazy: row indices in the sparse blocks
     scratch = threading.local()                                 # compact: each thread's block of g
 
-    def grad_block(b):                                          # g's block b (written out, for compact)
-        if not compact:
+    def grad_block(b):                                          # g's block b (written out, for compact;
+        if not compact:                                         # None: a compact g says it is zero)
             return g[b]
         size = b.stop - b.start
         buf = getattr(scratch, "buf", None)
         if buf is None or buf.size < size:
             buf = scratch.buf = np.empty(size, dtype=w.dtype)
-        return g.rows_into(b.start // k_row, b.stop // k_row, buf[:size].reshape(-1, k_row)).reshape(-1)
+        gb = g.rows_into(b.start // k_row, b.stop // k_row, buf[:size].reshape(-1, k_row))
+        return None if gb is None else gb.reshape(-1)
 
     def update_block(b):
         block_state = {k: a[b] for k, a in state.items()}
         gb = grad_block(b)
-        zero = _all_zero(gb)                                    # a one-hot input's untouched rows
+        zero = gb is None or _all_zero(gb)                      # a one-hot input's untouched rows
         if scale is not None and not zero:
             gb *= scale                                         # clipping, while the block is in cache
         if row:                                                 # lazy: the rows with a gradient only
