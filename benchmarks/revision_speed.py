@@ -10,7 +10,8 @@ p = 35 untied and tied, order-8 NADE, B = 32, H = 256, WikiText-2's first traini
 binary NADE of ``binarized_mnist.py`` (H = 500, B = 100, binarized MNIST training batches).
 Prints one JSON line per model: median step seconds of each tree and the ratio new / base
 (below 1 is faster).  The child uses only what both trees offer; it sets ``reuse_buffers`` (the
-training loops' setting since the safe-gradient default), which an older tree ignores.
+training loops' setting since the safe-gradient default) and ``compact_grads`` (the training loop's
+setting for scratchnade's optimizers since scratchnade.compact), which an older tree ignores.
 """
 import argparse
 import json
@@ -77,6 +78,7 @@ def child(args):
     for name in args.models:
         m, xs, opt = model(name), batches(name), Adam(lr=1e-3)
         m.reuse_buffers = True
+        m.compact_grads = True                          # the training loop's settings (an older tree ignores them)
         times = []
         for i, x in enumerate(xs):
             t0 = time.perf_counter()
