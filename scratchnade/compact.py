@@ -7,10 +7,11 @@ A one-hot input's weights (the order-p NADE's V, p x d x H) get a gradient only 
 batch's tokens: at most T B rows of p d.  An output layer's weights (its W_s, d x H) get
 dG_s^T h_s, a product of rank B.  Written out, each is a p d H array (272 MB in float32 for
 WikiText-2's d = 33,278, H = 256, p = 8) that the backward pass zeroes or writes and the optimizer
-reads back, twice (the norm for clipping, then the update).  Kept compact, the norm is a small
-computation (:meth:`RowGrad.sum_squares`, :meth:`OuterGrad.sum_squares`), clipping scales a few
-numbers, and the optimizer writes out only one cache-sized block at a time while it updates that
-block (:meth:`OuterGrad.rows_into`), or only the rows that have a gradient (lazy Adam).
+reads back: for the NaN check or the norm, for clipping, then for the update.  Kept compact, the
+norm is a small computation (:meth:`RowGrad.sum_squares`, :meth:`OuterGrad.sum_squares`), clipping
+scales a few numbers, and the optimizer writes out only one cache-sized block at a time while it
+updates that block (``rows_into``), or touches only the rows that have a gradient (lazy Adam).
+On a GPU the optimizer writes them out whole (``toarray``) and takes its ordinary step.
 
 A model hands these out only when asked (``model.compact_grads = True``, which the training loop
 sets for the optimizers of scratchnade.optim, whose ``takes_compact_grads`` is True); they refer to
@@ -69,8 +70,8 @@ class RowGrad:
 class OuterGrad:
     """A gradient G (P, d, k) whose first T blocks are products: G[s] = scale * A[s]^T Bh[s].
 
-    A (T, n, d), Bh (T, n, k) with T <= P; G[s] = 0 for s >= T.  scale: a number (1.0 until
-    clipping multiplies it), applied after the product, as ``G *= scale`` on the written-out
+    A (T, n, d), Bh (T, n, k) with T <= P; G[s] = 0 for s >= T.  scale: None, or the factor
+    clipping multiplied G by, applied after each product as ``G *= scale`` on the written-out
     array would be.
     """
 

@@ -263,3 +263,23 @@ def test_fit_trains_with_compact_gradients_to_the_dense_loop_s_result():
     np.testing.assert_allclose(history.step_loss, losses, rtol=1e-12)
     for k in a.params:
         np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_compact_gradients_on_the_strict_fake_device_step_like_the_host(fake_device, lazy):
+    """On another device (the strict fake one stands for a GPU) the compact gradients are made,
+    normed, clipped and written out there, and the step matches the host's dense one."""
+    from scratchnade.backend import asnumpy, device_of, to_device
+    x = np.random.default_rng(0).integers(0, 30, size=(3, 6))
+    host, dev = SequenceNADE(30, p=3, H=5, dtype="float64", seed=2), \
+        SequenceNADE(30, p=3, H=5, dtype="float64", seed=2, device=fake_device)
+    dev.compact_grads = True
+    _, g_dev = dev.loss_and_grads(to_device(x, fake_device))
+    assert is_compact(g_dev["W"]) and is_compact(g_dev["V"])
+    assert device_of(g_dev["W"].toarray()) == fake_device and device_of(g_dev["V"].toarray()) == fake_device
+    Adam(0.01, lazy=lazy, clip=0.1).step(dev.params, g_dev)
+    _, g_host = host.loss_and_grads(x)
+    Adam(0.01, lazy=lazy, clip=0.1).step(host.params, g_host)
+    for k in host.params:
+        assert device_of(dev.params[k]) == fake_device
+        np.testing.assert_allclose(asnumpy(dev.params[k]), host.params[k], rtol=1e-10, atol=1e-14, err_msg=k)
