@@ -322,7 +322,8 @@ class Optimizer:
 
     # --- one step -------------------------------------------------------------
     def step(self, params, grads):
-        """Update every array of `params` in place from `grads` (same keys and shapes).
+        """Update every array of `params` in place from `grads` (same keys and shapes).  A gradient
+        may be compact (:mod:`scratchnade.compact`, ``takes_compact_grads``): see :meth:`_compact_step`.
 
         With ``clip``, `grads` end scaled in place exactly as :func:`clip_grad_norm` scales them;
         on the host the scaling happens block by block inside the update's pass (see
