@@ -304,8 +304,9 @@ class SequenceNADE(SequenceModel):
         T, B = x.shape
         f = self._buffer("f", (T, B, self.vocab_size))
         loss, cache = forward(self.params, x, self._dropout_mask((*x.shape, self.config["H"])), out=f)
-        return float(loss), backward(1.0, cache, out=self._grad_buffers(["W", "V"]),
-                                     compact=self.compact_grads)
+        if self.compact_grads and not is_tied(self.params):     # dW and dV need no (p, d, H) buffers
+            return float(loss), backward(1.0, cache, compact=True)
+        return float(loss), backward(1.0, cache, out=self._grad_buffers(["W", "V"]))
 
 
 # ----------------------------------------------------------------------------- helpers
