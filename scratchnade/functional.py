@@ -101,6 +101,7 @@ class SoftmaxCECache(NamedTuple):
     probs: object       # (N, V) softmax(logits); the logits buffer itself when inplace=True
     targets: object     # (N,) integer ids
     weights: object     # (N,) mask / number of counted tokens
+    prob_sum: object = None   # (V,) sum_n softmax(f_n), when the forward took it (column_sum=True)
 
 
 BLOCK_BYTES = 1 << 20   # host softmax works on ~1 MB row blocks, which stay in the L2 cache
@@ -114,38 +115,57 @@ def _row_blocks(a):
     return [slice(i, i + step) for i in range(0, n, step)] or [slice(0, 0)]
 
 
-def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
-    """Mean cross-entropy -log softmax(logits)[target] over the (unmasked) rows.
+def softmax_cross_entropy(logits, targets, mask=None, inplace=False, bias=None, column_sum=False):
+    """Mean cross-entropy -log softmax(logits + bias)[target] over the (unmasked) rows.
 
-    Shapes: logits (N, V), targets (N,) int, mask (N,) of 0/1 or None -> (scalar loss, cache).
-    No one-hot matrix is built: the target logit is a gather.  With ``inplace=True`` the
-    logits buffer is overwritten by the probabilities (no (N, V) temporary is kept), and
-    :func:`softmax_cross_entropy_backward` can then write dlogits into the same buffer.
-    On the host the passes run over ~1 MB blocks of rows (about twice as fast for a
+    Shapes: logits (N, V), targets (N,) int, mask (N,) of 0/1 or None, bias (V,) or None
+    -> (scalar loss, cache).  No one-hot matrix is built: the target logit is a gather.  With
+    ``inplace=True`` the logits buffer is overwritten by the probabilities (no (N, V) temporary
+    is kept), and :func:`softmax_cross_entropy_backward` can then write dlogits into the same
+    buffer.  On the host the passes run over ~1 MB blocks of rows (about twice as fast for a
     word-level vocabulary as passes over the whole buffer), the blocks on every core
     (:func:`scratchnade.parallel.for_each_block`: the same bits for any thread count).
 
         loss = sum_n w_n * (logsumexp(f_n) - f_n[y_n]),  w_n = mask_n / sum(mask)
+
+    ``bias``: f = logits + bias, added block by block while each block is in cache (the same
+    bits as adding it to the whole buffer first, without that pass over (N, V)); with
+    ``inplace=True`` the buffer ends as softmax(f) either way.  ``column_sum=True`` also sums
+    the probabilities over the rows, block by block in the same pass (``cache.prob_sum``, (V,)),
+    for :func:`softmax_cross_entropy_grad_factors`.
     """
     xp = get_xp(logits, targets)
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"softmax_cross_entropy: logits must be (N, V) and targets (N,), "
                          f"got {logits.shape} and {targets.shape}")
+    if bias is not None and bias.shape != logits.shape[1:]:
+        raise ValueError(f"softmax_cross_entropy: bias must have shape ({logits.shape[1]},), got {bias.shape}")
+    if column_sum and mask is not None:
+        raise ValueError("softmax_cross_entropy: column_sum=True is for unmasked rows (mask=None)")
     check_targets(targets, logits.shape[1])
     n = logits.shape[0]
     target_logit = logits[xp.arange(n), targets]                 # f[y], before f is overwritten
+    if bias is not None:
+        target_logit += bias[targets]                            # + b[y]
     probs = logits if inplace else logits.copy()
     lse = xp.empty(n, dtype=logits.dtype)                        # (N,) logsumexp(f_n)
+    blocks = _row_blocks(probs)
+    partial = xp.empty((len(blocks), probs.shape[1]), dtype=probs.dtype) if column_sum else None
 
-    def softmax_rows(rows):
+    def softmax_rows(k):
+        rows = blocks[k]
         f = probs[rows]
+        if bias is not None:
+            f += bias                                            # f = logits + b, in cache
         m = f.max(axis=1, keepdims=True)                         # row max
         f -= m                                                   # shift: max logit is 0
         xp.exp(f, out=f)                                         # unnormalised softmax
         z = f.sum(axis=1, keepdims=True)                         # partition function
         f /= z                                                   # softmax
         lse[rows] = (m + xp.log(z))[:, 0]
-    for_each_block(softmax_rows, _row_blocks(probs))             # row blocks on every core
+        if column_sum:
+            f.sum(axis=0, out=partial[k])                        # this block's probabilities, in cache
+    for_each_block(softmax_rows, range(len(blocks)))             # row blocks on every core
     nll = lse - target_logit                                     # (N,) -log p(y_n)
     if mask is None:
         weights = xp.full(n, 1.0 / max(n, 1), dtype=logits.dtype)
@@ -155,7 +175,8 @@ def softmax_cross_entropy(logits, targets, mask=None, inplace=False):
         count = mask.sum()
         weights = mask.astype(logits.dtype) / xp.maximum(count, 1)
     loss = (weights * nll).sum()
-    return loss, SoftmaxCECache(probs, targets, weights)
+    prob_sum = partial.sum(axis=0) if column_sum else None
+    return loss, SoftmaxCECache(probs, targets, weights, prob_sum)
 
 
 def softmax_cross_entropy_backward(dloss, cache, out=None, column_sum=False):
@@ -167,7 +188,7 @@ def softmax_cross_entropy_backward(dloss, cache, out=None, column_sum=False):
     then the sum of the partials) instead of a pass of its own over the (N, V) buffer.
     """
     xp = get_xp(cache.probs)
-    probs, targets, weights = cache
+    probs, targets, weights = cache[:3]
     scale = (dloss * weights)[:, None]                           # (N, 1) w_n dloss
     d = probs if out is probs else (xp.empty_like(probs) if out is None else out)
     blocks = _row_blocks(probs)
@@ -182,6 +203,30 @@ def softmax_cross_entropy_backward(dloss, cache, out=None, column_sum=False):
             d[rows].sum(axis=0, out=partial[k])                  # this block's rows, in cache
     for_each_block(grad_rows, range(len(blocks)))
     return (d, partial.sum(axis=0)) if column_sum else d
+
+
+def softmax_cross_entropy_grad_factors(dloss, cache):
+    """dlogits as a product of factors, with no pass over the (N, V) buffer:
+
+        dlogits = diag(s) D,   D = softmax(f) - onehot(y),   s = dloss w_n     (N,)
+        db      = sum_n dlogits_n = sum_n s_n softmax(f_n) - sum_n s_n onehot(y_n)
+
+    D is written over the probabilities in place (N entries change: the targets'), so the
+    buffer holds D afterwards.  A caller whose every use of dlogits is a matmul scales the small
+    factor instead: dlogits^T h = D^T (s h) and dlogits W = s (D W).  Needs the uniform weights
+    of an unmasked forward (s is then the scalar dloss / N) and ``column_sum=True`` there
+    (db from ``cache.prob_sum``).  Returns (D (N, V), s (scalar), db (V,)).
+    """
+    probs, targets, weights, prob_sum = cache
+    xp = get_xp(probs)
+    if prob_sum is None:
+        raise ValueError("softmax_cross_entropy_grad_factors needs the forward's column_sum=True")
+    n = probs.shape[0]
+    s = dloss * weights[0] if n else 0.0                         # dloss / N for every row
+    probs[xp.arange(n), targets] -= 1.0                          # D = softmax - onehot: N entries
+    db = prob_sum - xp.bincount(targets, minlength=probs.shape[1]).astype(probs.dtype)
+    db *= s
+    return probs, s, db
 
 
 def token_log_prob(logits, targets):

@@ -136,6 +136,47 @@ def test_the_column_sum_of_dlogits_is_the_bias_gradient(shape, with_mask):
         assert_backward(lambda: 0.8 * F.softmax_cross_entropy(x + b, targets, mask)[0], b, db)
 
 
+@pytest.mark.parametrize("shape", [(300, 4000), (5, 7)])        # several ~1 MB blocks; one block
+def test_a_bias_added_in_the_softmax_pass_gives_the_same_bits(shape):
+    rng = np.random.default_rng(7)
+    x, targets = rng.normal(0, 3, shape), rng.integers(0, shape[1], shape[0])
+    b = rng.normal(0, 2, shape[1])
+    loss, cache = F.softmax_cross_entropy(x + b, targets)
+    buf = x.copy()
+    loss_b, cache_b = F.softmax_cross_entropy(buf, targets, inplace=True, bias=b)
+    assert float(loss_b) == float(loss)                       # the target logit carries b[y] too
+    np.testing.assert_array_equal(cache_b.probs, cache.probs)
+    loss_c, cache_c = F.softmax_cross_entropy(x, targets, bias=b)       # not in place: x kept
+    np.testing.assert_array_equal(cache_c.probs, cache.probs)
+    assert not np.shares_memory(cache_c.probs, x)
+
+
+@pytest.mark.parametrize("shape", [(300, 4000), (5, 7), (0, 4)])
+@pytest.mark.parametrize("dloss", [1.0, 0.8])
+def test_grad_factors_are_the_backward_without_a_pass(shape, dloss):
+    """s D is dlogits and db its column sum, from the forward's column sums."""
+    rng = np.random.default_rng(8)
+    x, targets = rng.normal(0, 3, shape), rng.integers(0, shape[1], shape[0])
+    _, cache = F.softmax_cross_entropy(x, targets)
+    dx, db = F.softmax_cross_entropy_backward(dloss, cache, column_sum=True)
+    _, cache_f = F.softmax_cross_entropy(x.copy(), targets, inplace=True, column_sum=True)
+    np.testing.assert_allclose(cache_f.prob_sum, cache.probs.sum(axis=0), rtol=1e-12, atol=1e-12)
+    D, s, db_f = F.softmax_cross_entropy_grad_factors(dloss, cache_f)
+    assert D is cache_f.probs                                 # D written over the probabilities
+    np.testing.assert_allclose(s * D, dx, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db_f, db, rtol=1e-10, atol=1e-14)
+
+
+def test_grad_factors_and_bias_refuse_what_they_cannot_do():
+    x, t = np.zeros((3, 4)), np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="column_sum=True"):
+        F.softmax_cross_entropy_grad_factors(1.0, F.softmax_cross_entropy(x, t)[1])
+    with pytest.raises(ValueError, match=r"column_sum=True is for unmasked rows"):
+        F.softmax_cross_entropy(x, t, mask=np.ones(3), column_sum=True)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\), got \(3,\)"):
+        F.softmax_cross_entropy(x, t, bias=np.zeros(3))
+
+
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_softmax_cross_entropy_inplace_matches(data):

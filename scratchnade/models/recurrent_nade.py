@@ -29,7 +29,7 @@ import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, to_device
 from ..functional import (check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
-                          sigmoid, softmax_cross_entropy, softmax_cross_entropy_backward,
+                          sigmoid, softmax_cross_entropy, softmax_cross_entropy_grad_factors,
                           token_log_prob)
 from ..scheduled_sampling import scheduled_inputs as draw_scheduled_inputs
 from ..scheduled_sampling import teacher_forcing_schedule
@@ -122,7 +122,7 @@ class RNADECache(NamedTuple):
     inputs: object    # (T, B) ids fed to the recurrence: x itself, or scheduled-sampling draws
     hs: object        # (T+1, B, H) hidden states, hs[t] = h_t; hs[0] = h_0
     masks: object     # (T, B, H) dropout mask of the inputs W_x x_t, or None
-    probs: object     # (T*B, d) softmax(f_t), in the logits buffer
+    probs: object     # (T*B, d) softmax(f_t), in the logits buffer (D = softmax - onehot after backward)
     ce: object        # SoftmaxCECache of the output layer
     carried: bool     # True when h_0 was a carried state (then no gradient for W_init)
     params: dict
@@ -144,16 +144,19 @@ def forward(params, x, h0=None, masks=None, out=None, fed=None):
 
     into `out` (the class reuses one (T*B, d) buffer, so no 150 MB page faults per step),
     then the softmax cross-entropy in place (F becomes softmax(F), no d-sized temporaries),
-    run over ~1 MB blocks of rows on the host so that its passes stay in the cache.  The
-    target logits are a gather, never a one-hot product.
+    run over ~1 MB blocks of rows on the host so that its passes stay in the cache.  The bias
+    b is added in that pass, block by block, and the same pass sums the probabilities over
+    the rows for db (:func:`backward`).  The target logits are a gather, never a one-hot product.
     """
     _check_input(params, x, h0, masks, fed)
+    xp = get_xp(params["W_h"])
     T, B = x.shape
     inputs = x if fed is None else fed
     hs = hidden_states(params, inputs, h0, masks)         # (T+1, B, H)
     H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
-    f = output_logits(params, H_prev, out=out)            # (T*B, d) f_t
-    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True)   # f becomes softmax(f)
+    f = xp.matmul(H_prev, params["W_o"].T, out=out)       # (T*B, d) W_o h_{t-1}; + b in the softmax's pass
+    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True, bias=params["b"],
+                                     column_sum=True)     # f becomes softmax(f_t), f_t = W_o h_{t-1} + b
     return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
 
 
@@ -172,10 +175,15 @@ def backward(dloss, cache, out=None):
         dW_init  = sum_j dh_0^j   (0 when h_0 was carried in)
 
     Speed.  Only the (B, H) chain dh -> da -> dh runs in the loop over t.  The output layer's
-    three products leave it: dlogits overwrite the probabilities in the logits buffer (no
-    (T*B, d) temporary), then one (d, T*B) @ (T*B, H) matmul for dW_o (into out["W_o"] when
-    given), one (T*B, d) @ (d, H) for every dh_{t-1} at once, and db summed block by block in
-    the pass that writes dlogits (no pass of its own).
+    three products leave it, and df is never written out whole: with s = dloss/(T B) and
+    D = softmax(f) - onehot(w) (the probabilities buffer, N = T*B entries changed in place),
+
+        df = s D,   dW_o = D^T (s H_prev),   dh_{t-1} = s W_o^T D_t   (every t at once),
+        db = s (sum_n softmax(f_n) - counts(w))     (the forward's column sum)
+
+    i.e. one (d, T*B) @ (T*B, H) matmul for dW_o (into out["W_o"] when given) and one
+    (T*B, d) @ (d, H) for every dh_{t-1}, with the scale on the small (T*B, H) factors: no
+    pass over the (T*B, d) buffer at all (:func:`softmax_cross_entropy_grad_factors`).
     dW_h and dc are one matmul and one sum over the stacked da_t, and dW_x is one scatter-add
     of all da_t into the columns in_t (repeated tokens accumulate); tied, the scatter adds
     into the rows of dW_o.  h_T feeds no f_t of this window, so da_T = 0 and x_T gets no
@@ -187,10 +195,11 @@ def backward(dloss, cache, out=None):
     T, B = x.shape
     H = W_h.shape[0]
     out = out or {}
-    df, db = softmax_cross_entropy_backward(dloss, ce, out=probs, column_sum=True)   # (T*B, d) in place, (d,)
+    D, s, db = softmax_cross_entropy_grad_factors(dloss, ce)   # df = s D: D in the buffer, (d,)
     H_prev = hs[:T].reshape(T * B, H)
-    dW_o = xp.matmul(df.T, H_prev, out=out.get("W_o"))    # (d, H) output use of W_o (new if no out)
-    dhs = xp.matmul(df, W_o).reshape(T, B, H)             # dh_{t-1} from f_t, for every t
+    dW_o = xp.matmul(D.T, s * H_prev, out=out.get("W_o"))   # (d, H) sum_t df_t h_{t-1}^T (new if no out)
+    dhs = xp.matmul(D, W_o).reshape(T, B, H)              # dh_{t-1} = W_o^T df_t, for every t ...
+    dhs *= s                                              # ... with df = s D
     das = xp.empty((T - 1, B, H), dtype=W_h.dtype)        # das[t-1] = da_t, t = 1..T-1
     for t in range(T - 1, 0, -1):
         da = das[t - 1]
