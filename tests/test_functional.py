@@ -167,6 +167,21 @@ def test_grad_factors_are_the_backward_without_a_pass(shape, dloss):
     np.testing.assert_allclose(db_f, db, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape", [(300, 4000), (5, 7)])
+def test_logits_in_bits_give_the_same_softmax_and_loss_in_nats(shape):
+    """bits=True: logits and bias scaled by log2(e) give softmax(f) (via exp2) and the loss in nats."""
+    rng = np.random.default_rng(9)
+    x, targets = rng.normal(0, 3, shape), rng.integers(0, shape[1], shape[0])
+    x[0, 0] = 80.0                                            # a large logit: the shift must hold in bits too
+    b = rng.normal(0, 2, shape[1])
+    loss, cache = F.softmax_cross_entropy(x, targets, bias=b, column_sum=True)
+    loss2, cache2 = F.softmax_cross_entropy(F.LOG2E * x, targets, bias=F.LOG2E * b, column_sum=True, bits=True)
+    assert float(loss2) == pytest.approx(float(loss), rel=1e-13)
+    np.testing.assert_allclose(cache2.probs, cache.probs, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(cache2.prob_sum, cache.prob_sum, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(cache.probs.sum(axis=1), 1.0, rtol=1e-13)
+
+
 def test_grad_factors_and_bias_refuse_what_they_cannot_do():
     x, t = np.zeros((3, 4)), np.array([0, 1, 2])
     with pytest.raises(ValueError, match="column_sum=True"):

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, to_device
-from ..functional import (check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
+from ..functional import (LOG2E, check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
                           sigmoid, softmax_cross_entropy, softmax_cross_entropy_grad_factors,
                           token_log_prob)
 from ..scheduled_sampling import scheduled_inputs as draw_scheduled_inputs
@@ -146,7 +146,9 @@ def forward(params, x, h0=None, masks=None, out=None, fed=None):
     then the softmax cross-entropy in place (F becomes softmax(F), no d-sized temporaries),
     run over ~1 MB blocks of rows on the host so that its passes stay in the cache.  The bias
     b is added in that pass, block by block, and the same pass sums the probabilities over
-    the rows for db (:func:`backward`).  The target logits are a gather, never a one-hot product.
+    the rows for db (:func:`backward`).  The logits are made in bits, F / ln 2, by scaling the
+    small H_prev and b instead of the (T*B, d) buffer, so the softmax runs on exp2, twice as
+    fast as exp in NumPy.  The target logits are a gather, never a one-hot product.
     """
     _check_input(params, x, h0, masks, fed)
     xp = get_xp(params["W_h"])
@@ -154,9 +156,9 @@ def forward(params, x, h0=None, masks=None, out=None, fed=None):
     inputs = x if fed is None else fed
     hs = hidden_states(params, inputs, h0, masks)         # (T+1, B, H)
     H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
-    f = xp.matmul(H_prev, params["W_o"].T, out=out)       # (T*B, d) W_o h_{t-1}; + b in the softmax's pass
-    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True, bias=params["b"],
-                                     column_sum=True)     # f becomes softmax(f_t), f_t = W_o h_{t-1} + b
+    f = xp.matmul(LOG2E * H_prev, params["W_o"].T, out=out)   # (T*B, d) W_o h_{t-1} in bits (/ ln 2)
+    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True, bias=LOG2E * params["b"],
+                                     column_sum=True, bits=True)   # f becomes softmax(f_t), f_t = W_o h_{t-1} + b
     return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
 
 
