@@ -1,10 +1,12 @@
 """Big gradients kept by what they are made of, for the optimizers of scratchnade.optim.
 
     RowGrad(rows, values, shape)    G2 = G.reshape(-1, k):  G2[rows[i]] = values[i], other rows 0
+    ColumnGrad(cols, values, shape) G (k, C):  G[:, cols[i]] = values[i], other columns 0
     OuterGrad(A, Bh, shape)         G[s] = scale * A[s]^T Bh[s] for s < T,  G[s] = 0 for s >= T
 
 A one-hot input's weights (the order-p NADE's V, p x d x H) get a gradient only in the rows of the
-batch's tokens: at most T B rows of p d.  An output layer's weights (its W_s, d x H) get
+batch's tokens: at most T B rows of p d; stored the lecture's way round, as the recurrent NADE's
+W_x (H x d), only in the columns of the batch's tokens.  An output layer's weights (its W_s, d x H) get
 dG_s^T h_s, a product of rank B.  Written out, each is a p d H array (272 MB in float32 for
 WikiText-2's d = 33,278, H = 256, p = 8) that the backward pass zeroes or writes and the optimizer
 reads back: for the NaN check or the norm, for clipping, then for the update.  Kept compact, the
@@ -24,23 +26,21 @@ from .backend import get_xp, scatter_add
 from .parallel import zero_
 
 
-class RowGrad:
-    """A gradient that is zero except in some rows of its (R, k) view (k: the last axis).
+class _HeldValues:
+    """What RowGrad and ColumnGrad share: the gradient is `values` (n, k) placed somewhere in a
+    zero array, so its scale, norm and check are those of the values."""
 
-    rows (n,) distinct row indices, ascending; values (n, k); shape: the dense shape (..., k).
-    """
-
-    def __init__(self, rows, values, shape):
-        self.rows, self.values, self.shape = rows, values, tuple(shape)
+    def __init__(self, values, shape):
+        self.values, self.shape = values, tuple(shape)
         self.dtype = values.dtype
 
     def __imul__(self, factor):
-        """Scale in place (clipping): the dense array's zero rows stay zero."""
+        """Scale in place (clipping): the dense array's zeros stay zero."""
         self.values *= factor
         return self
 
     def sum_squares(self):
-        """sum(G^2) as a Python float: that of the stored rows (inf when it overflows)."""
+        """sum(G^2) as a Python float: that of the held values (inf when it overflows)."""
         flat = self.values.ravel()
         with np.errstate(over="ignore", invalid="ignore"):
             return float(flat @ flat)
@@ -48,6 +48,17 @@ class RowGrad:
     def finite(self):
         """True when no entry is NaN or inf."""
         return all_finite(self.values)
+
+
+class RowGrad(_HeldValues):
+    """A gradient that is zero except in some rows of its (R, k) view (k: the last axis).
+
+    rows (n,) distinct row indices, ascending; values (n, k); shape: the dense shape (..., k).
+    """
+
+    def __init__(self, rows, values, shape):
+        super().__init__(values, shape)
+        self.rows = rows
 
     def rows_into(self, start, stop, out):
         """Rows start..stop of the (R, k) view of G, written into out (stop - start, k) (host);
@@ -64,6 +75,36 @@ class RowGrad:
         xp = get_xp(self.values)
         out = xp.zeros(self.shape, dtype=self.dtype) if out is None else zero_(out)
         out.reshape(-1, self.shape[-1])[self.rows] = self.values
+        return out
+
+
+class ColumnGrad(_HeldValues):
+    """A gradient G (k, C) that is zero except in some columns: G[:, cols[i]] = values[i].
+
+    cols (n,) distinct column indices, ascending; values (n, k); shape (k, C).  The one-hot input
+    weights W_x (H, d) of the recurrent NADE: d W_x = sum_t da_t x_t^T lives in the columns of the
+    window's tokens.  Written out whole it is a (H, d) array zeroed, then scatter-added into with
+    a stride of d, then read back by the optimizer; here each block of rows is made in cache.
+    """
+
+    def __init__(self, cols, values, shape):
+        super().__init__(values, shape)
+        self.cols = cols
+
+    def rows_into(self, start, stop, out):
+        """Rows start..stop of G, written into out (stop - start, C) (host); None, with out
+        untouched, when no column is held (G = 0)."""
+        if self.cols.size == 0:
+            return None
+        out[...] = 0
+        out[:, self.cols] = self.values[:, start:stop].T
+        return out
+
+    def toarray(self, out=None):
+        """The dense gradient (shape), written into `out` when given."""
+        xp = get_xp(self.values)
+        out = xp.zeros(self.shape, dtype=self.dtype) if out is None else zero_(out)
+        out[:, self.cols] = self.values.T
         return out
 
 
@@ -139,11 +180,23 @@ def row_grad(ids, values, shape):
     """The RowGrad of a one-hot input's weights: rows ids (N,) of the (R, k) view get values
     (N, k) added, repeated ids summed in order (as the dense ``scatter_add`` into zeros sums
     them, so ``toarray()`` has its bits)."""
+    return RowGrad(*_summed(ids, values), shape)
+
+
+def column_grad(ids, values, shape):
+    """The ColumnGrad of one-hot input weights (k, C): columns ids (N,) get values (N, k) added,
+    repeated ids summed in order (as the dense ``scatter_add`` into the zeroed transpose sums
+    them, so ``toarray()`` has its bits)."""
+    return ColumnGrad(*_summed(ids, values), shape)
+
+
+def _summed(ids, values):
+    """(the distinct ids ascending, (n, k) the values of each id summed in order from +0.0)."""
     xp = get_xp(values)
-    rows, where = xp.unique(ids, return_inverse=True)
-    summed = xp.zeros((rows.size, values.shape[1]), dtype=values.dtype)
+    distinct, where = xp.unique(ids, return_inverse=True)
+    summed = xp.zeros((distinct.size, values.shape[1]), dtype=values.dtype)
     scatter_add(summed, where.reshape(-1), values)
-    return RowGrad(rows, summed, shape)
+    return distinct, summed
 
 
 def all_finite(a):
@@ -157,5 +210,5 @@ def all_finite(a):
 
 
 def is_compact(g):
-    """True for a RowGrad or an OuterGrad."""
-    return isinstance(g, (RowGrad, OuterGrad))
+    """True for a RowGrad, a ColumnGrad or an OuterGrad."""
+    return isinstance(g, (RowGrad, ColumnGrad, OuterGrad))

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from scratchnade import optim_host, parallel
 from scratchnade.backend import scatter_add
-from scratchnade.compact import OuterGrad, RowGrad, is_compact, row_grad
+from scratchnade.compact import ColumnGrad, OuterGrad, RowGrad, column_grad, is_compact, row_grad
+from scratchnade.models import recurrent_nade
 from scratchnade.models.sequence_nade import SequenceNADE, backward, forward
 from scratchnade.optim import SGD, Adam, Nesterov, check_finite, grad_norm
 
@@ -72,6 +73,31 @@ def test_row_grad_is_the_scatter_add_into_zeros_bit_for_bit(seed, R, k, N, cut):
     np.testing.assert_array_equal(g.toarray(), want * 3.0)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 12), C=st.integers(1, 9), N=st.integers(1, 20),
+       cut=st.integers(1, 7))
+def test_column_grad_is_the_scatter_add_into_zeroed_columns_bit_for_bit(seed, k, C, N, cut):
+    rng = np.random.default_rng(seed)
+    ids, values = rng.integers(0, C, size=N), rng.standard_normal((N, k))
+    want = np.zeros((k, C))
+    scatter_add(want.T, ids, values)                                 # as the dense backward: into W.T
+    g = column_grad(ids, values, (k, C))
+    assert list(g.cols) == sorted(set(ids.tolist()))
+    assert g.toarray().tobytes() == want.tobytes()
+    assert g.toarray(out=np.full((k, C), np.nan)).tobytes() == want.tobytes()
+    for start in range(0, k, cut):                                   # blocks of whole rows
+        stop = min(start + cut, k)
+        assert written(g, start, stop, C).tobytes() == want[start:stop].tobytes()
+    assert g.sum_squares() == pytest.approx((want ** 2).sum(), rel=1e-12)
+    assert g.finite()
+    g *= 3.0
+    np.testing.assert_array_equal(g.toarray(), want * 3.0)
+    g.values[0, 0] = np.nan
+    assert not g.finite()
+    empty = ColumnGrad(np.zeros(0, int), np.zeros((0, k)), (k, C))   # no column held: G = 0
+    assert written(empty, 0, k, C).tobytes() == np.zeros((k, C)).tobytes()
+
+
 # ----------------------------------------------------------------------------- the model's compact backward
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -100,6 +126,37 @@ def test_tied_order_p_nade_stays_dense_and_models_hand_out_compact_only_when_ask
     assert is_compact(m.loss_and_grads(x)[1]["W"])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_recurrent_nade_compact_backward_writes_out_to_the_dense_bits(dtype, dropout):
+    rng = np.random.default_rng(0)
+    m = recurrent_nade.RecurrentNADE(40, H=6, dtype=dtype, seed=1)
+    x = rng.integers(0, 40, size=(5, 9))
+    x[:, :3] = 7                                                     # repeated ids
+    masks = ((rng.random((5, 9, 6)) < 0.7) / 0.7).astype(dtype) if dropout else None
+    fed = rng.integers(0, 40, size=(5, 9))                           # scheduled sampling's inputs
+    for inputs in (None, fed):
+        want = recurrent_nade.backward(1.0, recurrent_nade.forward(m.params, x, None, masks, fed=inputs)[1])
+        got = recurrent_nade.backward(1.0, recurrent_nade.forward(m.params, x, None, masks, fed=inputs)[1],
+                                      compact=True)
+        assert isinstance(got["W_x"], ColumnGrad)
+        assert list(got["W_x"].cols) == sorted(set((x if inputs is None else fed)[:-1].ravel().tolist()))
+        for name in want:
+            assert dense(got[name]).tobytes() == want[name].tobytes(), name
+
+
+def test_recurrent_nade_hands_out_a_column_grad_only_untied_and_asked():
+    x = np.random.default_rng(0).integers(0, 30, size=(4, 5))
+    tied = recurrent_nade.RecurrentNADE(30, H=4, tied=True, dtype="float64")
+    tied.compact_grads = True
+    assert not any(is_compact(g) for g in tied.loss_and_grads(x)[1].values())
+    m = recurrent_nade.RecurrentNADE(30, H=4, dtype="float64")
+    assert not any(is_compact(g) for g in m.loss_and_grads(x)[1].values())   # the default
+    m.compact_grads = m.reuse_buffers = True
+    assert isinstance(m.loss_and_grads(x)[1]["W_x"], ColumnGrad)
+    assert "dW_x" not in m.__dict__.get("_buffers", {})               # no (H, d) buffer asked for
+
+
 # ----------------------------------------------------------------------------- optimizers
 
 MAKERS = {"sgd": lambda **k: SGD(0.1, **k), "nesterov": lambda **k: Nesterov(0.05, **k),
@@ -109,12 +166,14 @@ MAKERS = {"sgd": lambda **k: SGD(0.1, **k), "nesterov": lambda **k: Nesterov(0.0
 
 
 def compact_problem(rng, dtype, p=4, T=3, n=8, d=None, k=64):
-    """{W, V, b}: W and V (p, d, k) of ~2.5 host blocks, and one step's compact gradients of them
-    (dW = OuterGrad over T < p positions, dV = RowGrad of n T rows), plus a small dense one."""
+    """{W, V, b, X}: W and V (p, d, k) of ~2.5 host blocks, X (40, 3 d) of whole rows across blocks,
+    and one step's compact gradients of them (dW = OuterGrad over T < p positions, dV = RowGrad of
+    n T rows, dX = ColumnGrad of n T columns), plus a small dense one."""
     d = d or 5 * optim_host.BLOCK_BYTES // (8 * p * k) + 3          # blocks across positions
     params = {"W": rng.standard_normal((p, d, k)).astype(dtype),
               "V": rng.standard_normal((p, d, k)).astype(dtype),
-              "b": rng.standard_normal((p, d)).astype(dtype)}
+              "b": rng.standard_normal((p, d)).astype(dtype),
+              "X": rng.standard_normal((40, 3 * d)).astype(dtype)}        # a W_x (k, C): columns
 
     def grads():
         A = (rng.standard_normal((T, n, d)) * 0.1).astype(dtype)
@@ -122,8 +181,10 @@ def compact_problem(rng, dtype, p=4, T=3, n=8, d=None, k=64):
         ids = (np.arange(T)[:, None] * d + rng.integers(0, d, size=(T, n))).reshape(-1)
         values = rng.standard_normal((T * n, k)).astype(dtype)
         values[:2] = 0.0                                             # rows whose gradient is zero
+        cols = rng.integers(0, 3 * d, size=T * n)
         return {"W": OuterGrad(A, Bh, (p, d, k)), "V": row_grad(ids, values, (p, d, k)),
-                "b": rng.standard_normal((p, d)).astype(dtype)}
+                "b": rng.standard_normal((p, d)).astype(dtype),
+                "X": column_grad(cols, rng.standard_normal((T * n, 40)).astype(dtype), (40, 3 * d))}
     return params, grads
 
 
@@ -199,7 +260,7 @@ def test_lazy_adam_with_a_row_grad_moves_only_its_rows_and_gives_their_dense_bit
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_compact_gradient_is_refused_by_name_before_anything_moves(clip, bad):
     rng = np.random.default_rng(0)
-    for name in ("W", "V"):
+    for name in ("W", "V", "X"):
         params, make_grads = compact_problem(rng, np.float64, d=50, k=4)
         g = make_grads()
         (g[name].A if name == "W" else g[name].values)[0, 1] = bad

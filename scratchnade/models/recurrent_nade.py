@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, to_device
+from ..compact import column_grad
 from ..functional import (LOG2E, check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
                           sigmoid, softmax_cross_entropy, softmax_cross_entropy_grad_factors,
                           token_log_prob)
@@ -162,11 +163,14 @@ def forward(params, x, h0=None, masks=None, out=None, fed=None):
     return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
 
 
-def backward(dloss, cache, out=None):
+def backward(dloss, cache, out=None, compact=False):
     """The gradients of :func:`reference_backward`, computed with whole-window matmuls.
 
     `out`: optional dict of preallocated gradient arrays ("W_o", and "W_x" when untied) to
-    overwrite; without it (None, the default) every gradient is a new array.
+    overwrite; without it (None, the default) every gradient is a new array.  compact=True
+    (untied only; for scratchnade's optimizers) returns dW_x as a ``ColumnGrad``: the summed
+    da_t of each distinct input token, its column (:mod:`scratchnade.compact`; ``.toarray()``
+    gives the dense array's bits), so the (H, d) array is never zeroed or scattered into.
     Returns {W_init, W_h, W_x (untied only), c, W_o, b}.
 
         df_t     = dloss/(T B) (softmax(f_t) - onehot(w_t))          (T*B, d), in place
@@ -220,6 +224,8 @@ def backward(dloss, cache, out=None):
     du = dropout_backward(das, None if masks is None else masks[:T - 1])   # d(W_x x_t)
     if is_tied(params):                                   # input use of W_o: rows W_o[w_t]
         embedding_backward(du, inputs[:T - 1], out=dW_o)
+    elif compact:                                         # the columns in_t only, repeated ids summed
+        grads["W_x"] = column_grad(inputs[:T - 1].reshape(-1), du.reshape(-1, H), params["W_x"].shape)
     else:
         dW_x = out.get("W_x")
         dW_x = xp.zeros_like(params["W_x"]) if dW_x is None else _zero(dW_x)
@@ -429,7 +435,9 @@ class RecurrentNADE(SequenceModel):
             fed = scheduled_inputs(self.params, x, to_device(keep, self.device), to_device(u, self.device),
                                    h0, masks)
         loss, cache = forward(self.params, x, h0, masks, out=self._buffer("logits", (T * B, d)), fed=fed)
-        grads = backward(1.0, cache, out=self._grad_buffers(["W_o", "W_x"]))   # None: new arrays
+        compact = self.compact_grads and not is_tied(self.params)   # dW_x needs no (H, d) buffer
+        grads = backward(1.0, cache, out=self._grad_buffers(["W_o"] if compact else ["W_o", "W_x"]),
+                         compact=compact)                    # out None: new arrays
         if self.carry_state:
             self._state = cache.hs[T].copy()                 # h_T, a constant for the next window
         if self.training:
