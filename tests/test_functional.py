@@ -182,6 +182,31 @@ def test_logits_in_bits_give_the_same_softmax_and_loss_in_nats(shape):
     np.testing.assert_allclose(cache.probs.sum(axis=1), 1.0, rtol=1e-13)
 
 
+@pytest.mark.parametrize("N, K, V", [(300, 5, 4000), (7, 3, 6)])
+@pytest.mark.parametrize("dloss", [1.0, 0.7])
+def test_the_linear_softmax_layer_is_the_matmul_then_the_softmax_cross_entropy(N, K, V, dloss):
+    """linear_softmax_cross_entropy (logits in bits, bias in the pass, factored backward) against the
+    plain composition: f = h W^T + b, softmax_cross_entropy, dlogits -> (dlogits W, dlogits^T h, sum)."""
+    rng = np.random.default_rng(10)
+    h, W, b = rng.normal(0, 1, (N, K)), rng.normal(0, 1, (V, K)), rng.normal(0, 1, V)
+    y = rng.integers(0, V, N)
+    loss, cache = F.softmax_cross_entropy(h @ W.T + b, y)
+    df = F.softmax_cross_entropy_backward(dloss, cache)
+    buf = np.empty((N, V))
+    loss2, cache2 = F.linear_softmax_cross_entropy(h, W, b, y, out=buf)
+    assert cache2.probs is buf
+    assert float(loss2) == pytest.approx(float(loss), rel=1e-13)
+    dW_buf = np.empty((V, K))
+    dh, dW, db = F.linear_softmax_cross_entropy_backward(dloss, cache2, h, W, dW=dW_buf)
+    assert dW is dW_buf
+    np.testing.assert_allclose(dh, df @ W, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(dW, df.T @ h, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(db, df.sum(axis=0), rtol=1e-10, atol=1e-15)
+    if V < 10:                                                # and the loss's own centred differences
+        for a, g in ((h, dh), (W, dW), (b, db)):
+            assert_backward(lambda: dloss * F.linear_softmax_cross_entropy(h, W, b, y)[0], a, g)
+
+
 def test_grad_factors_and_bias_refuse_what_they_cannot_do():
     x, t = np.zeros((3, 4)), np.array([0, 1, 2])
     with pytest.raises(ValueError, match="column_sum=True"):

@@ -29,9 +29,9 @@ import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, to_device
 from ..compact import column_grad
-from ..functional import (LOG2E, check_targets, dropout_backward, embedding, embedding_backward, log_softmax,
-                          sigmoid, softmax_cross_entropy, softmax_cross_entropy_grad_factors,
-                          token_log_prob)
+from ..functional import (check_targets, dropout_backward, embedding, embedding_backward,
+                          linear_softmax_cross_entropy, linear_softmax_cross_entropy_backward, log_softmax,
+                          sigmoid, token_log_prob)
 from ..scheduled_sampling import scheduled_inputs as draw_scheduled_inputs
 from ..scheduled_sampling import teacher_forcing_schedule
 from .sequence import SequenceModel, draw_tokens
@@ -149,18 +149,17 @@ def forward(params, x, h0=None, masks=None, out=None, fed=None):
     b is added in that pass, block by block, and the same pass sums the probabilities over
     the rows for db (:func:`backward`).  The logits are made in bits, F / ln 2, by scaling the
     small H_prev and b instead of the (T*B, d) buffer, so the softmax runs on exp2, twice as
-    fast as exp in NumPy.  The target logits are a gather, never a one-hot product.
+    fast as exp in NumPy (:func:`scratchnade.functional.linear_softmax_cross_entropy`).  The
+    target logits are a gather, never a one-hot product.
     """
     _check_input(params, x, h0, masks, fed)
-    xp = get_xp(params["W_h"])
     T, B = x.shape
     inputs = x if fed is None else fed
     hs = hidden_states(params, inputs, h0, masks)         # (T+1, B, H)
     H_prev = hs[:T].reshape(T * B, -1)                    # h_{t-1} for t = 1..T, stacked
-    f = xp.matmul(LOG2E * H_prev, params["W_o"].T, out=out)   # (T*B, d) W_o h_{t-1} in bits (/ ln 2)
-    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True, bias=LOG2E * params["b"],
-                                     column_sum=True, bits=True)   # f becomes softmax(f_t), f_t = W_o h_{t-1} + b
-    return loss, RNADECache(x, inputs, hs, masks, f, ce, h0 is not None, params)
+    loss, ce = linear_softmax_cross_entropy(H_prev, params["W_o"], params["b"], x.reshape(T * B),
+                                            out=out)      # f_t = b + W_o h_{t-1}; out becomes softmax(f_t)
+    return loss, RNADECache(x, inputs, hs, masks, ce.probs, ce, h0 is not None, params)
 
 
 def backward(dloss, cache, out=None, compact=False):
@@ -188,8 +187,8 @@ def backward(dloss, cache, out=None, compact=False):
         db = s (sum_n softmax(f_n) - counts(w))     (the forward's column sum)
 
     i.e. one (d, T*B) @ (T*B, H) matmul for dW_o (into out["W_o"] when given) and one
-    (T*B, d) @ (d, H) for every dh_{t-1}, with the scale on the small (T*B, H) factors: no
-    pass over the (T*B, d) buffer at all (:func:`softmax_cross_entropy_grad_factors`).
+    (T*B, d) @ (d, H) for every dh_{t-1}, with the scale on the small (T*B, H) factors: no pass
+    over the (T*B, d) buffer at all (:func:`~scratchnade.functional.linear_softmax_cross_entropy_backward`).
     dW_h and dc are one matmul and one sum over the stacked da_t, and dW_x is one scatter-add
     of all da_t into the columns in_t (repeated tokens accumulate); tied, the scatter adds
     into the rows of dW_o.  h_T feeds no f_t of this window, so da_T = 0 and x_T gets no
@@ -201,11 +200,9 @@ def backward(dloss, cache, out=None, compact=False):
     T, B = x.shape
     H = W_h.shape[0]
     out = out or {}
-    D, s, db = softmax_cross_entropy_grad_factors(dloss, ce)   # df = s D: D in the buffer, (d,)
     H_prev = hs[:T].reshape(T * B, H)
-    dW_o = xp.matmul(D.T, s * H_prev, out=out.get("W_o"))   # (d, H) sum_t df_t h_{t-1}^T (new if no out)
-    dhs = xp.matmul(D, W_o).reshape(T, B, H)              # dh_{t-1} = W_o^T df_t, for every t ...
-    dhs *= s                                              # ... with df = s D
+    dhs, dW_o, db = linear_softmax_cross_entropy_backward(dloss, ce, H_prev, W_o, dW=out.get("W_o"))
+    dhs = dhs.reshape(T, B, H)                            # dh_{t-1} = W_o^T df_t for every t; dW_o (d, H)
     das = xp.empty((T - 1, B, H), dtype=W_h.dtype)        # das[t-1] = da_t, t = 1..T-1
     for t in range(T - 1, 0, -1):
         da = das[t - 1]

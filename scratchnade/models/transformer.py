@@ -37,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import default_device, get_xp, resolve_dtype, to_device
-from ..functional import (check_targets, embedding, embedding_backward, log_softmax, softmax_cross_entropy,
-                          softmax_cross_entropy_backward)
+from ..functional import (check_targets, embedding, embedding_backward, linear_softmax_cross_entropy,
+                          linear_softmax_cross_entropy_backward, log_softmax)
 from .attention import (ATTENTION_KEYS, MLP_KEYS, attend, attention, attention_backward, layer_norm,
                         layer_norm_backward, merge_heads, mlp, mlp_backward, reference_attention,
                         reference_attention_backward, reference_layer_norm, reference_layer_norm_backward,
@@ -243,14 +243,16 @@ def forward(params, x, heads, masks=None, out=None):
     Speed: the blocks run on all positions at once (:func:`decoder`); the output layer, which
     dominates for a word-level vocabulary, is ONE (T B, d) @ (d, V) matmul into `out` (the
     class reuses one buffer: no 100 MB page faults per step), then the fused in-place softmax
-    cross-entropy turns the logits into the softmax with no V-sized temporaries.
+    cross-entropy turns the logits into the softmax with no V-sized temporaries, the bias and
+    the column sums for db inside its cache-sized blocks, on exp2 (the logits in bits:
+    :func:`~scratchnade.functional.linear_softmax_cross_entropy`).
     """
     _check_input(params, x, heads, masks)
     T, B = x.shape
     h, blocks, lnf = decoder(params, x, heads, masks)
     h = h.reshape(T * B, -1)
-    f = output_logits(params, h, out)                               # (T B, V) f_t
-    loss, ce = softmax_cross_entropy(f, x.reshape(T * B), inplace=True)   # f becomes softmax(f)
+    loss, ce = linear_softmax_cross_entropy(h, output_weights(params), params["b"], x.reshape(T * B),
+                                            out=out)                # f_t = b + W_o h_t; out becomes softmax(f_t)
     return loss, TransformerCache(x, blocks, lnf, h, ce, heads, params)
 
 
@@ -261,8 +263,9 @@ def backward(dloss, cache, out=None):
     buffers "E" and "W_o" to receive dE and dW_o (reused across steps); without it every
     gradient is a new array.  Returns a dict with the keys of params.
 
-        dF = dloss/(T B) (softmax(F) - onehot(x))          in place, in the logits buffer
-        db = sum dF,  dW_o = dF^T H,  dH = dF W_o          three ops for every position
+        dF = dloss/(T B) (softmax(F) - onehot(x))          = s D, D in place in the logits buffer
+        db = sum dF,  dW_o = dF^T H,  dH = dF W_o          three ops for every position, the
+                                                           scale s on the small H and dH sides
         blocks in reverse, on one (T, B, d) gradient of the residual stream updated in place:
             de += LN2 backward(MLP backward(m2 de));   de += LN1 backward(Attn backward(m1 de))
         dP[:T] = sum_j de,  ds = sum_j de_1,  dE[x_{t-1}] += de_t  (ONE scatter-add, t >= 2)
@@ -273,12 +276,11 @@ def backward(dloss, cache, out=None):
     xp = get_xp(params["E"])
     T, B = x.shape
     d = h.shape[1]
-    df, db = softmax_cross_entropy_backward(dloss, ce, out=ce.probs, column_sum=True)   # (T B, V) dF in place
     W_o = output_weights(params)
-    grads = {"b": db}                                              # db = sum dF
     dW_o = grad_buffer(out, "E" if is_tied(params) else "W_o", W_o)
-    xp.matmul(df.T, h, out=dW_o)                                   # dW_o = dF^T H
-    de, grads["g"], grads["beta"] = layer_norm_backward(xp.matmul(df, W_o).reshape(T, B, d), lnf)
+    dh, dW_o, db = linear_softmax_cross_entropy_backward(dloss, ce, h, W_o, dW=dW_o)   # dH = dF W_o, dF^T H, sum dF
+    grads = {"b": db}
+    de, grads["g"], grads["beta"] = layer_norm_backward(dh.reshape(T, B, d), lnf)
     for k in BLOCK_KEYS:
         grads[k] = xp.empty_like(params[k])
     for l in reversed(range(len(blocks))):
