@@ -6,7 +6,6 @@ Random token ids (no data needed), H = 256, V = 33,278, float32, 64 windows of 3
 Prints one JSON line per mode with tokens/s (forward only: logits, log-softmax, gather).
 """
 import argparse
-import os
 import sys
 
 from scratchnade.blas_env import prepare_blas

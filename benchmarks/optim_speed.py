@@ -17,7 +17,6 @@ process (alternated where a step is repeatable) and medians are compared, since 
 """
 import argparse
 import json
-import os
 import sys
 
 from scratchnade.blas_env import prepare_blas

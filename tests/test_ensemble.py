@@ -3,7 +3,6 @@
 On small D every one of the 2^D vectors is scored, so normalisation is checked exactly; Jensen's
 inequality log p_ens(x) >= mean_k log p_k(x) is checked example by example.
 """
-import math
 
 import numpy as np
 import pytest
