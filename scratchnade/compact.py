@@ -22,7 +22,7 @@ dense gradient, with the same bits as the model's dense backward pass.
 """
 import numpy as np
 
-from .backend import get_xp, scatter_add
+from .backend import get_xp, sum_rows_by_id
 from .parallel import zero_
 
 
@@ -178,25 +178,16 @@ class OuterGrad:
 
 def row_grad(ids, values, shape):
     """The RowGrad of a one-hot input's weights: rows ids (N,) of the (R, k) view get values
-    (N, k) added, repeated ids summed in order (as the dense ``scatter_add`` into zeros sums
-    them, so ``toarray()`` has its bits)."""
-    return RowGrad(*_summed(ids, values), shape)
+    (N, k) added, repeated ids summed as the dense backward pass sums them
+    (:func:`scratchnade.backend.sum_rows_by_id`), so ``toarray()`` has its bits."""
+    return RowGrad(*sum_rows_by_id(ids, values), shape)
 
 
 def column_grad(ids, values, shape):
     """The ColumnGrad of one-hot input weights (k, C): columns ids (N,) get values (N, k) added,
-    repeated ids summed in order (as the dense ``scatter_add`` into the zeroed transpose sums
-    them, so ``toarray()`` has its bits)."""
-    return ColumnGrad(*_summed(ids, values), shape)
-
-
-def _summed(ids, values):
-    """(the distinct ids ascending, (n, k) the values of each id summed in order from +0.0)."""
-    xp = get_xp(values)
-    distinct, where = xp.unique(ids, return_inverse=True)
-    summed = xp.zeros((distinct.size, values.shape[1]), dtype=values.dtype)
-    scatter_add(summed, where.reshape(-1), values)
-    return distinct, summed
+    repeated ids summed as the dense backward pass sums them (:func:`scratchnade.backend.sum_rows_by_id`),
+    so ``toarray()`` has its bits."""
+    return ColumnGrad(*sum_rows_by_id(ids, values), shape)
 
 
 def all_finite(a):

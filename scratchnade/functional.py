@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import get_xp, scatter_add
+from .backend import get_xp, sum_rows_by_id
 from .parallel import for_each_block
 
 
@@ -327,7 +327,8 @@ def embedding_backward(dy, ids, num_embeddings=None, out=None):
     k = dy.shape[-1]
     if out is None:
         out = xp.zeros((num_embeddings, k), dtype=dy.dtype)
-    scatter_add(out, ids.reshape(-1), dy.reshape(-1, k))
+    distinct, sums = sum_rows_by_id(ids.reshape(-1), dy.reshape(-1, k))   # repeated ids summed first
+    out[distinct] += sums                                        # then one add per distinct row
     return out
 
 

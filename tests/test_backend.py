@@ -122,3 +122,15 @@ def test_functional_ops_on_real_gpu(rng):
     assert abs(float(loss) - float(ref)) < 1e-12
     np.testing.assert_allclose(asnumpy(F.softmax_cross_entropy_backward(1.0, cache)),
                                F.softmax_cross_entropy_backward(1.0, F.softmax_cross_entropy(asnumpy(x), asnumpy(ids))[1]))
+
+
+@pytest.mark.parametrize("N", [0, 1, 13, 400])
+def test_sum_rows_by_id_is_the_scatter_add_of_each_distinct_id(N):
+    rng = np.random.default_rng(N)
+    ids, values = rng.integers(0, 9, size=N), rng.standard_normal((N, 5))
+    values[:1] = -0.0                                       # a lone -0.0 row sums to +0.0, as into zeros
+    distinct, sums = backend.sum_rows_by_id(ids, values)
+    assert distinct.tolist() == sorted(set(ids.tolist())) and sums.shape == (len(distinct), 5)
+    want = backend.scatter_add(np.zeros((9, 5)), ids, values)
+    np.testing.assert_allclose(sums, want[distinct], rtol=1e-13, atol=1e-15)
+    assert not np.signbit(sums[sums == 0]).any()

@@ -30,10 +30,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..backend import default_device, get_xp, resolve_dtype, scatter_add, to_device
+from ..backend import default_device, get_xp, resolve_dtype, to_device
 from ..compact import OuterGrad, row_grad
 from ..parallel import zero_
-from ..functional import (log_softmax, sigmoid, sigmoid_backward, softmax_cross_entropy,
+from ..functional import (embedding_backward, log_softmax, sigmoid, sigmoid_backward, softmax_cross_entropy,
                           softmax_cross_entropy_backward)
 from .sequence import (SequenceModel, check_window, cumsum_, flat_rows, grad_buffer, output_logits,
                        reverse_cumsum_)
@@ -241,7 +241,7 @@ def backward(dloss, cache, out=None, compact=False):
     else:
         dV = grads["V"] = grad_buffer(out, "V", params["V"])
         zero_(dV)                                  # dense gradient; only rows x_s get values
-    scatter_add(dV.reshape(p * d, H), flat_rows(x, d), de.reshape(T * B, H))   # dV[s, x_s] += de_s
+    embedding_backward(de.reshape(T * B, H), flat_rows(x, d), out=dV.reshape(p * d, H))   # dV[s, x_s] += de_s
     return grads
 
 
