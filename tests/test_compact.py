@@ -55,6 +55,20 @@ def test_outer_grad_is_its_products_in_any_block_of_rows(seed, T, extra, n, d, k
     assert g.sum_squares() == pytest.approx(0.25 * (want ** 2).sum(), rel=1e-10, abs=1e-12)
 
 
+def assert_held_values_write_out(g, want, cut):
+    """A RowGrad or ColumnGrad g against its dense array want (R, k): written out whole, into a
+    buffer, block by block of `cut` rows (bit for bit); its norm; scaled."""
+    R, k = want.shape
+    assert g.toarray().tobytes() == want.tobytes()
+    assert g.toarray(out=np.full((R, k), np.nan)).tobytes() == want.tobytes()
+    for start in range(0, R, cut):
+        stop = min(start + cut, R)
+        assert written(g, start, stop, k).tobytes() == want[start:stop].tobytes()
+    assert g.sum_squares() == pytest.approx((want ** 2).sum(), rel=1e-12)
+    g *= 3.0
+    np.testing.assert_array_equal(g.toarray(), want * 3.0)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), R=st.integers(1, 12), k=st.integers(1, 4), N=st.integers(1, 20),
        cut=st.integers(1, 7))
@@ -65,14 +79,7 @@ def test_row_grad_is_the_dense_scatter_add_into_zeros_bit_for_bit(seed, R, k, N,
     np.testing.assert_allclose(want, scatter_add(np.zeros((R, k)), ids, values), rtol=1e-13, atol=1e-14)
     g = row_grad(ids, values, (R, k))
     assert list(g.rows) == sorted(set(ids.tolist()))
-    assert g.toarray().tobytes() == want.tobytes()
-    assert g.toarray(out=np.full((R, k), np.nan)).tobytes() == want.tobytes()
-    for start in range(0, R, cut):
-        stop = min(start + cut, R)
-        assert written(g, start, stop, k).tobytes() == want[start:stop].tobytes()
-    assert g.sum_squares() == pytest.approx((want ** 2).sum(), rel=1e-12)
-    g *= 3.0
-    np.testing.assert_array_equal(g.toarray(), want * 3.0)
+    assert_held_values_write_out(g, want, cut)
 
 
 @settings(max_examples=30, deadline=None)
@@ -86,15 +93,8 @@ def test_column_grad_is_the_dense_scatter_add_into_zeroed_columns_bit_for_bit(se
     np.testing.assert_allclose(want.T, scatter_add(np.zeros((C, k)), ids, values), rtol=1e-13, atol=1e-14)
     g = column_grad(ids, values, (k, C))
     assert list(g.cols) == sorted(set(ids.tolist()))
-    assert g.toarray().tobytes() == want.tobytes()
-    assert g.toarray(out=np.full((k, C), np.nan)).tobytes() == want.tobytes()
-    for start in range(0, k, cut):                                   # blocks of whole rows
-        stop = min(start + cut, k)
-        assert written(g, start, stop, C).tobytes() == want[start:stop].tobytes()
-    assert g.sum_squares() == pytest.approx((want ** 2).sum(), rel=1e-12)
+    assert_held_values_write_out(g, want, cut)
     assert g.finite()
-    g *= 3.0
-    np.testing.assert_array_equal(g.toarray(), want * 3.0)
     g.values[0, 0] = np.nan
     assert not g.finite()
     empty = ColumnGrad(np.zeros(0, int), np.zeros((0, k)), (k, C))   # no column held: G = 0
