@@ -166,7 +166,7 @@ def sum_rows_by_id(ids, values):
         return distinct, sums
     try:
         order = xp.argsort(ids, kind="stable")
-    except TypeError:                                            # a library whose sort takes no kind
+    except (TypeError, ValueError, NotImplementedError):         # CuPy: its sort is stable, kind=None only
         order = xp.argsort(ids)
     sorted_ids = ids[order]
     new_run = xp.concatenate([xp.ones(min(ids.size, 1), dtype=bool), sorted_ids[1:] != sorted_ids[:-1]])
