@@ -99,6 +99,21 @@ def test_softmax_cross_entropy_has_the_serial_bits_on_any_thread_count(threads, 
     assert d1.tobytes() == d2.tobytes() == serial_d.tobytes() and db1.tobytes() == db2.tobytes()
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_output_layer_pass_has_the_serial_bits_on_any_thread_count(threads):
+    """The bias, exp2 and the grouped column sums of linear_softmax_cross_entropy: the same bits
+    as one thread (the groups of row blocks are fixed, not per thread; 33 blocks, 5 groups)."""
+    f, y = logits_and_targets(N=2100, dtype=np.float32)
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((f.shape[0], 8)).astype(np.float32)
+    W = rng.standard_normal((f.shape[1], 8)).astype(np.float32)
+    b = rng.standard_normal(f.shape[1]).astype(np.float32)
+    l1, c1 = with_threads(1, F.linear_softmax_cross_entropy, h, W, b, y)
+    l2, c2 = with_threads(threads, F.linear_softmax_cross_entropy, h, W, b, y)
+    assert l1.tobytes() == l2.tobytes() and c1.probs.tobytes() == c2.probs.tobytes()
+    assert c1.prob_sum.tobytes() == c2.prob_sum.tobytes()
+
+
 @pytest.mark.parametrize("make", [lambda: Adam(1e-3), lambda: Nesterov(0.01, weight_decay=1e-3),
                                   lambda: SGD(0.1)], ids=["adam", "nesterov", "sgd"])
 def test_the_blocked_optimizer_step_has_the_serial_bits_on_two_threads(make):
